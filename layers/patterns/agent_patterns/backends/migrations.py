@@ -1,0 +1,146 @@
+"""Versioned, idempotent migrations for the global schema and for each tenant schema.
+
+Every cold start may run them: applied versions are recorded per scope, and a transaction-level
+advisory lock per scope makes concurrent runners wait for each other instead of racing.
+New migrations are appended to the lists below, never edited once released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+from agent_patterns.tenancy import validate_schema_name
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+GLOBAL_SCHEMA = "agent_patterns"
+GLOBAL_SCOPE = "global"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    # Global migrations ignore the schema argument; tenant ones compose it with sql.Identifier.
+    statements: Callable[[str], list[sql.Composable]]
+
+
+GLOBAL_MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "pgvector extension and tenant registry",
+        lambda _schema: [
+            sql.SQL("CREATE EXTENSION IF NOT EXISTS vector"),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS agent_patterns.tenants ("
+                " schema_name text PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())"
+            ),
+        ],
+    ),
+]
+
+TENANT_MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "runs",
+        lambda schema: [
+            sql.SQL(
+                "CREATE TABLE {s}.runs ("
+                " run_id uuid PRIMARY KEY,"
+                " kind text NOT NULL,"
+                " status text NOT NULL CHECK (status IN ('queued', 'running', 'complete', 'error')),"
+                " request jsonb NOT NULL DEFAULT '{{}}'::jsonb,"
+                " result jsonb,"
+                " error_message text,"
+                " created_at timestamptz NOT NULL DEFAULT now(),"
+                " updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(s=sql.Identifier(schema)),
+            sql.SQL("CREATE INDEX ON {s}.runs (created_at DESC)").format(s=sql.Identifier(schema)),
+        ],
+    ),
+]
+
+_BOOTSTRAP = [
+    sql.SQL("CREATE SCHEMA IF NOT EXISTS agent_patterns"),
+    sql.SQL(
+        "CREATE TABLE IF NOT EXISTS agent_patterns.schema_migrations ("
+        " scope text NOT NULL, version integer NOT NULL, name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (scope, version))"
+    ),
+]
+
+# Scopes known to be current in this execution environment: later calls cost no round trip.
+_current: set[tuple[str, str]] = set()
+
+
+def latest_version(scope: str) -> int:
+    return (GLOBAL_MIGRATIONS if scope == GLOBAL_SCOPE else TENANT_MIGRATIONS)[-1].version
+
+
+async def _apply(db: AsyncConnection, scope: str, migrations: list[Migration], schema: str) -> list[int]:
+    applied: list[int] = []
+    async with db.transaction():
+        # One lock for everything: bootstrap DDL and per-scope work never race each other
+        # (CREATE ... IF NOT EXISTS is not safe under concurrency on its own).
+        await db.execute("SELECT pg_advisory_xact_lock(hashtextextended('agent_patterns.migrations', 0))")
+        for stmt in _BOOTSTRAP:
+            await db.execute(stmt)
+        if scope != GLOBAL_SCOPE:
+            await db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            await db.execute(
+                "INSERT INTO agent_patterns.tenants (schema_name) VALUES (%s) ON CONFLICT DO NOTHING", (schema,)
+            )
+        cur = await db.execute("SELECT version FROM agent_patterns.schema_migrations WHERE scope = %s", (scope,))
+        done = {row[0] for row in await cur.fetchall()}
+        for migration in migrations:
+            if migration.version in done:
+                continue
+            for stmt in migration.statements(schema):
+                await db.execute(stmt)
+            await db.execute(
+                "INSERT INTO agent_patterns.schema_migrations (scope, version, name) VALUES (%s, %s, %s)",
+                (scope, migration.version, migration.name),
+            )
+            applied.append(migration.version)
+    return applied
+
+
+def _dsn_key(db: AsyncConnection) -> str:
+    info = db.info
+    return f"{info.host}:{info.port}/{info.dbname}"
+
+
+async def migrate_global(db: AsyncConnection) -> list[int]:
+    """Bring the global schema up to date; returns the versions this call applied."""
+    key = (_dsn_key(db), GLOBAL_SCOPE)
+    if key in _current:
+        return []
+    applied = await _apply(db, GLOBAL_SCOPE, GLOBAL_MIGRATIONS, GLOBAL_SCHEMA)
+    _current.add(key)
+    return applied
+
+
+async def create_tenant_schema(db: AsyncConnection, schema_name: str) -> list[int]:
+    """Provision (or upgrade) a tenant schema; idempotent and safe to call concurrently."""
+    schema = validate_schema_name(schema_name)
+    if schema == GLOBAL_SCHEMA or schema.startswith("pg_"):
+        from agent_patterns.errors import InvalidTenantError
+
+        raise InvalidTenantError(f"schema name {schema!r} is reserved")
+    key = (_dsn_key(db), schema)
+    if key in _current:
+        return []
+    await migrate_global(db)
+    applied = await _apply(db, schema, TENANT_MIGRATIONS, schema)
+    _current.add(key)
+    return applied
+
+
+def forget_applied() -> None:
+    """Clear the in-process record of current scopes (tests that drop schemas)."""
+    _current.clear()

@@ -1,0 +1,131 @@
+"""The Postgres connection: one psycopg 3 async connection per execution environment.
+
+Lambda serves one request at a time per environment, so a pool would only hold idle sockets;
+the lock keeps concurrent users (the local dev server) from interleaving transactions.
+`prepare_threshold=None` keeps statements unprepared, so RDS Proxy never pins the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from agent_patterns.config import get_settings
+from agent_patterns.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+
+class _Holder:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = asyncio.Lock()
+        self.conn: AsyncConnection | None = None
+        self.last_used = 0.0
+
+
+_holder: _Holder | None = None
+
+
+def database_url() -> str:
+    url = get_settings().url_for("postgres")
+    if url is None:
+        from agent_patterns.backends import embedded
+
+        url = embedded.database_url()
+    return url
+
+
+async def _connect() -> AsyncConnection:
+    import psycopg
+    from pgvector.psycopg import register_vector_async
+
+    from agent_patterns.backends import migrations
+
+    settings = get_settings()
+    conn = await psycopg.AsyncConnection.connect(
+        database_url(),
+        autocommit=True,
+        prepare_threshold=None,
+        connect_timeout=settings.database_connect_timeout,
+        application_name="agent-patterns",
+    )
+    try:
+        await migrations.migrate_global(conn)
+        await register_vector_async(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def _alive(conn: AsyncConnection, idle: float) -> bool:
+    if conn.closed or conn.broken:
+        return False
+    if idle < get_settings().database_idle_check_seconds:
+        return True
+    try:  # after a long idle (a frozen environment) the socket may be dead: check cheaply
+        await asyncio.wait_for(conn.execute("SELECT 1"), timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@asynccontextmanager
+async def connection() -> AsyncIterator[AsyncConnection]:
+    """The environment's connection (autocommit; use `db.transaction()` for atomic work).
+
+    Connection failures surface as BackendUnavailableError (HTTP 503 with Retry-After); the
+    next call reconnects, so the function recovers by itself when Postgres returns.
+    """
+    import psycopg
+
+    global _holder
+    loop = asyncio.get_running_loop()
+    if _holder is None or _holder.loop is not loop:
+        _holder = _Holder(loop)
+    holder = _holder
+    async with holder.lock:
+        try:
+            if holder.conn is None or not await _alive(holder.conn, time.monotonic() - holder.last_used):
+                if holder.conn is not None:
+                    await holder.conn.close()
+                holder.conn = None
+                holder.conn = await _connect()
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailableError(f"Postgres is unreachable: {_short(exc)}") from exc
+        conn = holder.conn
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:
+            if conn.broken or conn.closed:
+                raise BackendUnavailableError(f"Postgres connection lost: {_short(exc)}") from exc
+            raise
+        finally:
+            holder.last_used = time.monotonic()
+            if not (conn.closed or conn.broken):
+                from psycopg.pq import TransactionStatus
+
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.rollback()
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def reset_postgres() -> None:
+    """Forget the connection without using it (after a SnapStart restore its socket is dead)."""
+    global _holder
+    _holder = None
+
+
+async def close_postgres() -> None:
+    global _holder
+    if _holder is not None and _holder.conn is not None and _holder.loop is asyncio.get_running_loop():
+        await _holder.conn.close()
+    _holder = None

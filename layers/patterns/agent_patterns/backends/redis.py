@@ -1,0 +1,62 @@
+"""The Redis client: one per execution environment, health-checked so a thawed environment recovers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from agent_patterns.config import get_settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+_client: Redis | None = None
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def redis_url() -> str:
+    """REDIS_URL (or its secret); locally, when unset, the embedded server's URL."""
+    url = get_settings().url_for("redis")
+    if url is None:
+        from agent_patterns.backends import embedded
+
+        url = embedded.redis_url()
+    return url
+
+
+def _build(url: str) -> Redis:
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    settings = get_settings()
+    tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_connect_timeout,
+        # A PING before reusing a connection idle this long: stale sockets after a freeze are
+        # found and replaced before a real command fails on them.
+        health_check_interval=settings.redis_health_check_interval,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries=2),
+        retry_on_error=[ConnectionError, TimeoutError],
+        client_name="agent-patterns",
+        **tcp,
+    )
+
+
+def get_redis() -> Redis:
+    """The environment's client, bound to the running event loop (a new loop gets a new client)."""
+    global _client, _loop
+    loop = asyncio.get_running_loop()
+    if _client is None or _loop is not loop:
+        _client, _loop = _build(redis_url()), loop
+    return _client
+
+
+def reset_redis() -> None:
+    """Drop the client without touching its sockets: after a SnapStart restore they are dead."""
+    global _client, _loop
+    _client, _loop = None, None

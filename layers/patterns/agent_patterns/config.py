@@ -1,0 +1,99 @@
+"""Settings from environment variables (pydantic-settings), read once per execution environment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent_patterns.errors import ConfigurationError
+
+
+def on_lambda() -> bool:
+    """True inside a Lambda execution environment (the runtime always sets this variable)."""
+    return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+
+
+def project_root() -> Path:
+    """The checkout this package runs from (layers/patterns/agent_patterns/ is three levels down)."""
+    return Path(__file__).resolve().parents[3]
+
+
+class Settings(BaseSettings):
+    """Every setting the layer reads; the README's configuration table mirrors this class."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    stage: str = Field("local", description="Deployment stage name, used in logs and metrics.")
+    redis_url: SecretStr | None = Field(None, description="Redis URL; unset locally: embedded Redis.")
+    redis_url_secret_arn: str | None = Field(None, description="Secrets Manager ARN holding REDIS_URL.")
+    database_url: SecretStr | None = Field(None, description="Postgres URL; unset locally: embedded Postgres.")
+    database_url_secret_arn: str | None = Field(None, description="Secrets Manager ARN holding DATABASE_URL.")
+    auth_mode: Literal["local", "apigateway"] | None = Field(
+        None, description="Where tenant identity comes from; default apigateway on Lambda, local elsewhere."
+    )
+    auth_secret: SecretStr | None = Field(None, description="HMAC key for local bearer tokens and stream tokens.")
+    auth_secret_arn: str | None = Field(None, description="Secrets Manager ARN holding AUTH_SECRET.")
+    tenant_claim: str = Field("tenant_id", description="JWT claim naming the tenant (API Gateway authorizer).")
+    data_dir: Path = Field(
+        default_factory=lambda: project_root() / ".agent-patterns",
+        alias="AGENT_PATTERNS_DATA_DIR",
+        description="Folder of the embedded servers' data and the local auth secret.",
+    )
+    redis_socket_timeout: float = Field(5.0, gt=0)
+    redis_connect_timeout: float = Field(2.0, gt=0)
+    redis_health_check_interval: int = Field(15, ge=0)
+    database_connect_timeout: int = Field(5, ge=1)
+    database_idle_check_seconds: float = Field(30.0, ge=0)
+    run_events_maxlen: int = Field(10_000, ge=100)
+    run_events_ttl_seconds: int = Field(7 * 86_400, ge=60)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+
+    @property
+    def effective_auth_mode(self) -> Literal["local", "apigateway"]:
+        if self.auth_mode is not None:
+            return self.auth_mode
+        return "apigateway" if on_lambda() else "local"
+
+    def url_for(self, backend: Literal["redis", "postgres"]) -> str | None:
+        """The backend's URL from the environment or Secrets Manager; None means "use embedded"."""
+        if backend == "redis":
+            value, arn, var = self.redis_url, self.redis_url_secret_arn, "REDIS_URL"
+        else:
+            value, arn, var = self.database_url, self.database_url_secret_arn, "DATABASE_URL"
+        if value is not None:
+            return value.get_secret_value()
+        if arn:
+            return resolve_secret(arn)
+        if on_lambda():
+            raise ConfigurationError(
+                f"{var} is not set: on Lambda set {var} (or {var}_SECRET_ARN) to the {backend} server to use"
+            )
+        return None
+
+
+def resolve_secret(arn: str) -> str:
+    """Read a secret through Powertools parameters (cached for 5 minutes); boto3 loads only here."""
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, max_age=300)
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"secret {arn} is empty or not a string")
+    return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests, and the dev server after it starts embedded backends)."""
+    get_settings.cache_clear()

@@ -1,0 +1,106 @@
+"""Local serving: load the function apps from `functions/` and route them on one port.
+
+The routes are those API Gateway and the function URL give the functions on AWS, so a client
+written against the dev server works unchanged against a deployment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agent_patterns.config import project_root
+
+FUNCTIONS = ("llm", "search", "crawl", "streaming")
+# (path prefix, function): first match wins; mirrors template.yaml's routes.
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("/v1/llm/", "llm"),
+    ("/v1/documents", "search"),
+    ("/v1/search", "search"),
+    ("/v1/crawls", "crawl"),
+    ("/v1/runs/", "streaming"),
+    ("/runs/", "streaming"),
+)
+
+
+def load_function(name: str) -> ModuleType:
+    """Import `functions/<name>/<name>_handler.py` as Lambda would (its folder on sys.path)."""
+    if name not in FUNCTIONS:
+        raise ValueError(f"unknown function {name!r}: one of {', '.join(FUNCTIONS)}")
+    module_name = f"{name}_handler"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    folder = project_root() / "functions" / name
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(module_name, folder / f"{module_name}.py")
+    if spec is None or spec.loader is None:  # pragma: no cover - the file is part of the repo
+        raise ImportError(f"cannot load {folder / module_name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
+
+
+class LocalGateway:
+    """An ASGI app that dispatches to the function apps like API Gateway does on AWS.
+
+    `/<function>/healthz` reaches one function's `/healthz`; `/healthz` sums them all up.
+    """
+
+    def __init__(self, apps: dict[str, ASGIApp]) -> None:
+        self.apps = apps
+
+    def _target(self, path: str) -> tuple[ASGIApp, str] | None:
+        for prefix, name in ROUTES:
+            if path.startswith(prefix) or path == prefix.rstrip("/"):
+                return self.apps[name], path
+        first, _, rest = path.lstrip("/").partition("/")
+        if first in self.apps:
+            return self.apps[first], "/" + rest
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path = scope.get("path", "/")
+        if scope["type"] == "http" and path in ("/healthz", "/"):
+            await self._health(send)
+            return
+        target = self._target(path)
+        if target is None:
+            await _send_json(send, 404, {"error": {"code": "not_found", "message": f"no route for {path}"}})
+            return
+        app, inner = target
+        await app({**scope, "path": inner, "raw_path": inner.encode()}, receive, send)
+
+    async def _health(self, send: Send) -> None:
+        from agent_patterns.web import backend_health
+
+        ok, state = await backend_health(("redis", "postgres"))
+        body = {
+            "status": "ok" if ok else "degraded",
+            "backends": state,
+            "functions": {name: f"/{name}/healthz" for name in self.apps},
+        }
+        await _send_json(send, 200 if ok else 503, body)
+
+
+def build_gateway() -> LocalGateway:
+    return LocalGateway({name: load_function(name).app for name in FUNCTIONS})

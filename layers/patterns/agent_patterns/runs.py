@@ -1,0 +1,105 @@
+"""Run status records: one row per run in the tenant's schema (`runs`), the durable truth.
+
+The Redis Stream of a run (see `events`) carries its progress; this table carries its status
+and result after the stream has expired.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from agent_patterns.backends import connection
+from agent_patterns.backends.migrations import create_tenant_schema
+from agent_patterns.errors import ValidationError
+from agent_patterns.tenancy import tenant
+
+RunStatus = Literal["queued", "running", "complete", "error"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "complete", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    tenant_id: str
+    kind: str
+    status: RunStatus
+    request: dict[str, Any]
+    result: dict[str, Any] | None
+    error_message: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def parse_run_id(run_id: str) -> str:
+    """The canonical form of a run id; anything but a UUID is refused before it reaches a key."""
+    try:
+        return str(uuid.UUID(str(run_id)))
+    except ValueError as exc:
+        raise ValidationError(f"invalid run id {run_id!r}: expected a UUID") from exc
+
+
+async def insert_run(tenant_id: str, kind: str, request: dict[str, Any] | None = None) -> str:
+    t = tenant(tenant_id)
+    run_id = str(uuid.uuid4())
+    async with connection() as db:
+        await create_tenant_schema(db, t.schema)
+        await db.execute(
+            sql.SQL("INSERT INTO {}.runs (run_id, kind, status, request) VALUES (%s, %s, 'queued', %s)").format(
+                sql.Identifier(t.schema)
+            ),
+            (run_id, kind, json.dumps(request or {})),
+        )
+    return run_id
+
+
+async def update_run(
+    tenant_id: str,
+    run_id: str,
+    status: RunStatus,
+    *,
+    result: dict[str, Any] | None = None,
+    error_message: str | None = None,
+) -> None:
+    if status not in RUN_STATUSES:
+        raise ValidationError(f"invalid run status {status!r}: one of {', '.join(RUN_STATUSES)}")
+    t = tenant(tenant_id)
+    async with connection() as db:
+        await create_tenant_schema(db, t.schema)
+        cur = await db.execute(
+            sql.SQL(
+                "UPDATE {}.runs SET status = %s, result = COALESCE(%s, result),"
+                " error_message = COALESCE(%s, error_message), updated_at = now() WHERE run_id = %s"
+            ).format(sql.Identifier(t.schema)),
+            (status, None if result is None else json.dumps(result), error_message, parse_run_id(run_id)),
+        )
+        if cur.rowcount == 0:
+            from agent_patterns.errors import NotFoundError
+
+            raise NotFoundError(f"run {run_id} not found")
+
+
+async def get_run(tenant_id: str, run_id: str) -> RunRecord | None:
+    t = tenant(tenant_id)
+    rid = parse_run_id(run_id)
+    async with connection() as db:
+        await create_tenant_schema(db, t.schema)
+        cur = db.cursor(row_factory=dict_row)
+        await cur.execute(
+            sql.SQL(
+                "SELECT run_id, kind, status, request, result, error_message, created_at, updated_at"
+                " FROM {}.runs WHERE run_id = %s"
+            ).format(sql.Identifier(t.schema)),
+            (rid,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    row["run_id"] = str(row["run_id"])
+    return RunRecord(tenant_id=t.id, **row)

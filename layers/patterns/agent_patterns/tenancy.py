@@ -1,0 +1,141 @@
+"""Tenant identity and tenant schema names.
+
+A tenant id is taken only from an authenticated principal: the API Gateway JWT authorizer's
+claims on AWS, or a bearer token signed with AUTH_SECRET locally. Request bodies never name it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent_patterns.config import Settings, get_settings, on_lambda
+from agent_patterns.errors import ConfigurationError, InvalidTenantError, UnauthorizedError
+
+TENANT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
+SCHEMA_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+SCHEMA_PREFIX = "tenant_"
+TOKEN_AUDIENCE = "agent-patterns"
+TOKEN_ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """An authenticated tenant and the Postgres schema that holds its data."""
+
+    id: str
+    schema: str
+
+
+def validate_schema_name(name: str) -> str:
+    """Return `name` if it is a safe schema identifier, else raise before any SQL can see it."""
+    if not isinstance(name, str) or not SCHEMA_NAME_RE.match(name):
+        raise InvalidTenantError(f"invalid schema name {name!r}: must match {SCHEMA_NAME_RE.pattern}")
+    return name
+
+
+def validate_tenant_id(tenant_id: str) -> str:
+    if not isinstance(tenant_id, str) or not TENANT_ID_RE.match(tenant_id):
+        raise InvalidTenantError(
+            f"invalid tenant id {tenant_id!r}: use 1-48 characters a-z, 0-9 and _, starting with a letter"
+        )
+    return tenant_id
+
+
+def tenant(tenant_id: str) -> Tenant:
+    """The tenant for a validated id; its schema is `tenant_<id>` (always a valid identifier)."""
+    tid = validate_tenant_id(tenant_id)
+    return Tenant(id=tid, schema=validate_schema_name(SCHEMA_PREFIX + tid))
+
+
+def auth_secret(settings: Settings | None = None) -> bytes:
+    """The HMAC key for tokens; locally a random key is created once and kept in the data dir."""
+    settings = settings or get_settings()
+    if settings.auth_secret is not None:
+        return settings.auth_secret.get_secret_value().encode()
+    if settings.auth_secret_arn:
+        from agent_patterns.config import resolve_secret
+
+        return resolve_secret(settings.auth_secret_arn).encode()
+    if on_lambda():
+        raise ConfigurationError("AUTH_SECRET is not set: set AUTH_SECRET or AUTH_SECRET_ARN")
+    return _local_secret(settings.data_dir)
+
+
+def _local_secret(data_dir: Path) -> bytes:
+    path = data_dir / "auth_secret"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        return key
+    except OSError as exc:  # pragma: no cover - unusual filesystem errors
+        raise ConfigurationError(f"cannot read the local auth secret at {path}: {exc}") from exc
+
+
+def sign(claims: Mapping[str, Any], *, ttl_seconds: int, settings: Settings | None = None) -> str:
+    import jwt
+
+    now = int(time.time())
+    body = {**claims, "aud": TOKEN_AUDIENCE, "iat": now, "exp": now + ttl_seconds}
+    return jwt.encode(body, auth_secret(settings), algorithm=TOKEN_ALGORITHM)
+
+
+def verify(token: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Claims of a token we signed; UnauthorizedError says whether it expired or is invalid."""
+    import jwt
+
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, auth_secret(settings), algorithms=[TOKEN_ALGORITHM], audience=TOKEN_AUDIENCE
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise UnauthorizedError("token expired: get a new one") from exc
+    except jwt.InvalidTokenError as exc:
+        raise UnauthorizedError("invalid token") from exc
+    return claims
+
+
+def issue_token(tenant_id: str, *, ttl_seconds: int = 30 * 86_400, settings: Settings | None = None) -> str:
+    """A bearer token for `tenant_id` on a local (AUTH_MODE=local) server."""
+    tid = validate_tenant_id(tenant_id)
+    return sign({"sub": tid, "tenant_id": tid, "kind": "bearer"}, ttl_seconds=ttl_seconds, settings=settings)
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def tenant_from_request(
+    headers: Mapping[str, str], aws_event: Mapping[str, Any] | None, settings: Settings | None = None
+) -> Tenant:
+    """The authenticated tenant of a request, from JWT authorizer claims or a local bearer token."""
+    settings = settings or get_settings()
+    if settings.effective_auth_mode == "apigateway":
+        claims = ((aws_event or {}).get("requestContext") or {}).get("authorizer", {}).get("jwt", {}).get("claims")
+        if not claims or settings.tenant_claim not in claims:
+            raise UnauthorizedError(f"no authenticated tenant: the JWT has no {settings.tenant_claim!r} claim")
+        return tenant(str(claims[settings.tenant_claim]))
+    token = bearer_token(headers)
+    if token is None:
+        raise UnauthorizedError(
+            "missing bearer token: send 'Authorization: Bearer <token>' (agent-patterns token --tenant NAME)"
+        )
+    claims = verify(token, settings=settings)
+    if claims.get("kind") != "bearer" or "tenant_id" not in claims:
+        raise UnauthorizedError("invalid token: not a bearer token")
+    return tenant(str(claims["tenant_id"]))

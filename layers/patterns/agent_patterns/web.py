@@ -1,0 +1,197 @@
+"""One way to build each function's FastAPI app and its Lambda handler.
+
+Every app gets the same error shape (`{"error": {"code", "message"}}` with the right status),
+a correlation id in every log line and response, `/healthz` with each backend's state, and
+`/livez` (process liveness only, for the Lambda Web Adapter's readiness check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent_patterns.errors import AgentPatternsError, NotImplementedYetError
+from agent_patterns.observability import logger
+from agent_patterns.tenancy import Tenant, tenant_from_request
+
+Backend = Literal["redis", "postgres"]
+HEALTH_TIMEOUT_S = 2.0
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AgentPatternsError)
+        if exc.status_code >= 500:
+            logger.warning("request failed", extra={"error_code": exc.code, "error": exc.message})
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, "invalid_input", _validation_message(exc))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    app.add_exception_handler(AgentPatternsError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+class RequestContextMiddleware:
+    """Correlation id per request (header, API Gateway request id, or new) and a last-resort 500.
+
+    Pure ASGI rather than BaseHTTPMiddleware so streaming responses pass through unbuffered.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        aws_ctx = (scope.get("aws.event") or {}).get("requestContext") or {}
+        cid = headers.get("x-request-id") or headers.get("x-correlation-id") or aws_ctx.get("requestId")
+        cid = (cid or uuid.uuid4().hex)[:128]
+        logger.set_correlation_id(cid)
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", cid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error", extra={"path": scope.get("path")})
+            if started:
+                raise
+            response = error_response(500, "internal_error", f"internal error (request id {cid})")
+            await response(scope, receive, send_with_id)
+
+
+async def _probe(backend: Backend) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        if backend == "redis":
+            from agent_patterns.backends import get_redis
+
+            await asyncio.wait_for(get_redis().ping(), HEALTH_TIMEOUT_S)
+        else:
+            from agent_patterns.backends import connection
+
+            async def select_one() -> None:
+                async with connection() as db:
+                    await db.execute("SELECT 1")
+
+            await asyncio.wait_for(select_one(), HEALTH_TIMEOUT_S)
+    except Exception as exc:  # a health check reports every failure, it never raises
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return {"status": "error", "error": message.splitlines()[0][:300]}
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def backend_health(backends: Iterable[Backend]) -> tuple[bool, dict[str, Any]]:
+    names = list(backends)
+    results = await asyncio.gather(*(_probe(b) for b in names))
+    state = dict(zip(names, results, strict=True))
+    return all(r["status"] == "ok" for r in results), state
+
+
+def create_app(function: str, *, backends: Iterable[Backend] = ("redis", "postgres")) -> FastAPI:
+    """The FastAPI app of one function, with the shared error handling and health routes."""
+    from agent_patterns import __version__
+
+    app = FastAPI(title=f"agent-patterns {function}", version=__version__, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    names = tuple(backends)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        ok, state = await backend_health(names)
+        body = {"function": function, "status": "ok" if ok else "degraded", "backends": state}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/livez", include_in_schema=False)
+    async def livez() -> dict[str, str]:
+        return {"function": function, "status": "ok"}
+
+    return app
+
+
+async def current_tenant(request: Request) -> Tenant:
+    return tenant_from_request(request.headers, request.scope.get("aws.event"))
+
+
+CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+
+
+def not_implemented_route(app: FastAPI, method: str, path: str, what: str) -> None:
+    """A route that exists in the API but whose function is not built yet: 501, saying so."""
+
+    async def endpoint() -> None:
+        raise NotImplementedYetError(f"{what} is not built yet: {method} {path} answers 501 until it is")
+
+    app.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+
+
+def lambda_handler(app: FastAPI) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point for an API Gateway (HTTP API) function: Mangum plus Powertools."""
+    from aws_lambda_powertools.logging import correlation_paths
+    from mangum import Mangum
+
+    from agent_patterns.observability import metrics
+
+    adapter = Mangum(app, lifespan="off")
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        result: dict[str, Any] = adapter(event, context)
+        return result
+
+    return handler
+
