@@ -30,9 +30,21 @@ def _start_backends() -> dict[str, str]:
     for var, backend, resolve in (("REDIS_URL", "redis", redis_url), ("DATABASE_URL", "postgres", database_url)):
         embedded = settings.url_for(backend) is None  # type: ignore[arg-type]
         os.environ[var] = resolve()
-        where[backend] = f"embedded, data in {settings.data_dir}" if embedded else f"from {var}"
+        origin = f"embedded, data in {settings.data_dir}" if embedded else f"from {var}"
+        where[backend] = f"{_redact(os.environ[var])}  ({origin})"
     reset_settings()
     return where
+
+
+def _redact(url: str) -> str:
+    """A URL fit to print: any password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
@@ -64,7 +76,9 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
         print("\n".join(lines), flush=True)
         config = uvicorn.Config(gateway, host=host, port=port, log_level="info", lifespan="on")
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        pass
     finally:
         embedded.stop()
-    print("agent-patterns dev: stopped", flush=True)
+        print("agent-patterns dev: stopped", flush=True)
     return 0

@@ -143,11 +143,15 @@ async def backend_health(backends: Iterable[Backend]) -> tuple[bool, dict[str, A
 def create_app(function: str, *, backends: Iterable[Backend] = ("redis", "postgres")) -> FastAPI:
     """The FastAPI app of one function, with the shared error handling and health routes."""
     from agent_patterns import __version__
+    from agent_patterns.config import get_settings, on_lambda
 
+    names = tuple(backends)
+    if on_lambda():  # fail the INIT phase with a message naming the variable, not the first request
+        for backend in names:
+            get_settings().url_for(backend)
     app = FastAPI(title=f"agent-patterns {function}", version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    names = tuple(backends)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

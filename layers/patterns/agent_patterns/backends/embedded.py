@@ -42,12 +42,12 @@ def database_url() -> str:
     """Start (or join) the embedded Postgres and return its URL."""
     global _postgres
     if _postgres is None:
-        try:
-            import pgserver
-        except ImportError as exc:  # pragma: no cover - only without the dev dependencies
-            raise ConfigurationError("DATABASE_URL is not set and pgserver is not installed (uv sync)") from exc
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
             warnings.simplefilter("ignore")
+            try:
+                import pgserver
+            except ImportError as exc:  # pragma: no cover - only without the dev dependencies
+                raise ConfigurationError("DATABASE_URL is not set and pgserver is not installed (uv sync)") from exc
             _postgres = pgserver.get_server(_data_dir() / "postgres", cleanup_mode="stop")
         _forget_dead_handles(_postgres)
     uri: str = _postgres.get_uri()

@@ -1,0 +1,72 @@
+"""Shared fixtures: real Redis and Postgres (embedded unless REDIS_URL / DATABASE_URL are given)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the developer's own data dir or a real AWS account.
+_TMP = Path(tempfile.mkdtemp(prefix="agent-patterns-tests-"))
+os.environ.setdefault("AGENT_PATTERNS_DATA_DIR", str(_TMP / "data"))
+os.environ["AUTH_MODE"] = "local"
+os.environ["AUTH_SECRET"] = "test-secret-not-for-production-0123456789"
+os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+for _var in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_PROFILE"):
+    os.environ.pop(_var, None)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def backend_urls() -> Iterator[dict[str, str]]:
+    """Start the embedded servers once and export their URLs, so subprocesses share them."""
+    from agent_patterns.backends import embedded
+    from agent_patterns.backends.postgres import database_url
+    from agent_patterns.backends.redis import redis_url
+    from agent_patterns.config import reset_settings
+
+    reset_settings()
+    urls = {"REDIS_URL": redis_url(), "DATABASE_URL": database_url()}
+    os.environ.update(urls)
+    reset_settings()
+    yield urls
+    embedded.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_backends() -> AsyncIterator[None]:
+    """Each test has its own event loop; close the clients bound to it when it ends."""
+    yield
+    from agent_patterns.backends import postgres, redis
+
+    if redis._client is not None:
+        await redis._client.aclose()
+        redis.reset_redis()
+    await postgres.close_postgres()
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Change environment variables for one test, with settings re-read before and after."""
+    from agent_patterns.config import reset_settings
+
+    reset_settings()
+    yield monkeypatch
+    monkeypatch.undo()
+    reset_settings()
+
+
+def python_subprocess_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "layers" / "patterns"), env.get("PYTHONPATH")]))
+    return env
+
+
+PYTHON = sys.executable
