@@ -46,7 +46,11 @@ def dev_server(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
     proc = subprocess.Popen(
         ["uv", "run", "--no-sync", "agent-patterns", "dev", "--port", str(port)],
-        cwd=ROOT, env=dev_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=dev_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -83,7 +87,12 @@ def banner_url(proc: subprocess.Popen[str], backend: str) -> str:
 def token(data_dir: Path, tenant: str) -> str:
     out = subprocess.run(
         ["uv", "run", "--no-sync", "agent-patterns", "token", "--tenant", tenant],
-        cwd=ROOT, env=dev_env(data_dir), capture_output=True, text=True, timeout=60, check=True,
+        cwd=ROOT,
+        env=dev_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return out.stdout.strip()
 

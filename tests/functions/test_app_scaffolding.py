@@ -79,7 +79,9 @@ async def test_backend_unavailable_says_when_to_retry(client: httpx.AsyncClient)
 
 async def test_invalid_body_is_422_naming_the_field(client: httpx.AsyncClient) -> None:
     token = issue_token("acme")
-    response = await client.post("/echo", json={"prompt": "", "max_tokens": -1}, headers={"authorization": f"Bearer {token}"})
+    response = await client.post(
+        "/echo", json={"prompt": "", "max_tokens": -1}, headers={"authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 422
     message = response.json()["error"]["message"]
     assert "prompt" in message and "max_tokens" in message
@@ -88,7 +90,9 @@ async def test_invalid_body_is_422_naming_the_field(client: httpx.AsyncClient) -
 async def test_tenant_comes_from_the_token_never_from_the_body(client: httpx.AsyncClient) -> None:
     token = issue_token("acme")
     response = await client.post(
-        "/echo", json={"prompt": "hi", "max_tokens": 5, "tenant_id": "globex"}, headers={"authorization": f"Bearer {token}"}
+        "/echo",
+        json={"prompt": "hi", "max_tokens": 5, "tenant_id": "globex"},
+        headers={"authorization": f"Bearer {token}"},
     )
     assert response.status_code == 200 and response.json()["tenant"] == "acme"
     assert (await client.post("/echo", json={"prompt": "hi", "max_tokens": 5})).status_code == 401

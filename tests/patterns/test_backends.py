@@ -39,7 +39,9 @@ async def main():
     print(json.dumps([r, n]))
 asyncio.run(main())
 """
-    out = subprocess.run([PYTHON, "-c", script], env=python_subprocess_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [PYTHON, "-c", script], env=python_subprocess_env(), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [value, 1]
 
@@ -143,9 +145,7 @@ def test_urls_can_come_from_secrets_manager(settings_env: pytest.MonkeyPatch) ->
     with mock_aws():
         import boto3
 
-        arn = boto3.client("secretsmanager").create_secret(Name="redis-url", SecretString="redis://cache:6379/0")[
-            "ARN"
-        ]
+        arn = boto3.client("secretsmanager").create_secret(Name="redis-url", SecretString="redis://cache:6379/0")["ARN"]
         settings_env.delenv("REDIS_URL", raising=False)
         settings_env.setenv("REDIS_URL_SECRET_ARN", arn)
         settings_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "agent-patterns-llm")

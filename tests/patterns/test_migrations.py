@@ -62,10 +62,15 @@ async def main():
         t = await m.create_tenant_schema(db, "tenant_shared")
     print(json.dumps([g, t]))
 asyncio.run(main())
-""" % url
+""".replace("%r", repr(url))
     procs = [
-        subprocess.Popen([PYTHON, "-c", script], env=python_subprocess_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [PYTHON, "-c", script],
+            env=python_subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]

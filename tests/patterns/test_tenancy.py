@@ -125,7 +125,9 @@ def test_missing_tampered_and_expired_tokens_are_401() -> None:
         tenant_from_request({}, None)
     token = issue_token("acme")
     head, body, sig = token.split(".")
-    forged = jwt.encode({"tenant_id": "evil", "kind": "bearer", "aud": "agent-patterns"}, "wrong-key-of-adequate-length-0123456789")
+    forged = jwt.encode(
+        {"tenant_id": "evil", "kind": "bearer", "aud": "agent-patterns"}, "wrong-key-of-adequate-length-0123456789"
+    )
     for bad in (f"{head}.{body}.{sig[:-2]}xx", forged, "not-a-token"):
         with pytest.raises(UnauthorizedError, match="invalid token"):
             tenant_from_request({"authorization": f"Bearer {bad}"}, None)

@@ -68,7 +68,7 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
             f"agent-patterns dev: llm, search, crawl and streaming on {base}",
             f"  redis     {where['redis']}",
             f"  postgres  {where['postgres']}",
-            "  routes    " + ", ".join(sorted({p.rstrip('/') + ('/...' if p.endswith('/') else '') for p, _ in ROUTES})),
+            "  routes    " + ", ".join(sorted({p + ("..." if p.endswith("/") else "") for p, _ in ROUTES})),
             f"  health    {base}/healthz  (one function: {base}/<function>/healthz)",
             "  token     uv run agent-patterns token --tenant NAME  (send as 'Authorization: Bearer <token>')",
             "  stop      Ctrl-C",

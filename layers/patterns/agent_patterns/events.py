@@ -36,9 +36,7 @@ class RunEvent:
 
     def data(self) -> str:
         """The wire JSON: `{"type","run_id","payload"}`, compact, one line."""
-        return json.dumps(
-            {"type": self.type, "run_id": self.run_id, "payload": self.payload}, separators=(",", ":")
-        )
+        return json.dumps({"type": self.type, "run_id": self.run_id, "payload": self.payload}, separators=(",", ":"))
 
 
 def stream_key(run_id: str) -> str:
@@ -79,7 +77,9 @@ async def replay(run_id: str, after: str | None = None, *, count: int | None = N
     """The run's events after `after` (exclusive), or from the start; oldest first."""
     rid = parse_run_id(run_id)
     start = "-" if after is None else "(" + _check_event_id(after)
-    rows = await get_redis().xrange(stream_key(rid), min=start, max="+", count=count)
+    rows: list[tuple[str, dict[str, str]]] = await get_redis().xrange(  # type: ignore[assignment]
+        stream_key(rid), min=start, max="+", count=count
+    )
     return [_event(rid, event_id, fields) for event_id, fields in rows]
 
 
@@ -87,7 +87,9 @@ async def read_after(run_id: str, after: str, *, block_ms: int, count: int = 500
     """Events after `after`, waiting up to `block_ms` for the first; [] when none arrived."""
     rid = parse_run_id(run_id)
     after = "0-0" if after in ("", "0") else _check_event_id(after)
-    reply = await get_redis().xread({stream_key(rid): after}, count=count, block=block_ms)
+    reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await get_redis().xread(  # type: ignore[assignment]
+        {stream_key(rid): after}, count=count, block=block_ms
+    )
     if not reply:
         return []
     _key, rows = reply[0]
@@ -117,8 +119,8 @@ async def create_run(tenant_id: str, kind: str, request: dict[str, Any] | None =
 
 async def run_owner(run_id: str) -> str | None:
     """The tenant that owns a run, or None for an unknown (or expired) run."""
-    owner: str | None = await get_redis().hget(meta_key(run_id), "tenant_id")
-    return owner
+    owner = await get_redis().hget(meta_key(run_id), "tenant_id")
+    return None if owner is None else str(owner)
 
 
 async def transition(

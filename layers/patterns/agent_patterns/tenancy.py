@@ -21,8 +21,8 @@ from agent_patterns.errors import ConfigurationError, InvalidTenantError, Unauth
 TENANT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
 SCHEMA_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 SCHEMA_PREFIX = "tenant_"
-TOKEN_AUDIENCE = "agent-patterns"
-TOKEN_ALGORITHM = "HS256"
+TOKEN_AUDIENCE = "agent-patterns"  # noqa: S105 - a claim value, not a secret
+TOKEN_ALGORITHM = "HS256"  # noqa: S105
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,11 +191,12 @@ def lambda_handler(app: FastAPI) -> Callable[[dict[str, Any], Any], dict[str, An
 
     adapter = Mangum(app, lifespan="off")
 
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-    @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         result: dict[str, Any] = adapter(event, context)
         return result
 
-    return handler
-
+    with_metrics = metrics.log_metrics(handler, capture_cold_start_metric=True)
+    wrapped: Callable[[dict[str, Any], Any], dict[str, Any]] = logger.inject_lambda_context(
+        with_metrics, correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+    )
+    return wrapped

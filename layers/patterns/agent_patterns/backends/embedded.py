@@ -48,7 +48,8 @@ def database_url() -> str:
                 import pgserver
             except ImportError as exc:  # pragma: no cover - only without the dev dependencies
                 raise ConfigurationError("DATABASE_URL is not set and pgserver is not installed (uv sync)") from exc
-            _postgres = pgserver.get_server(_data_dir() / "postgres", cleanup_mode="stop")
+            pgdata = _data_dir() / "postgres"
+            _postgres = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         _forget_dead_handles(_postgres)
     uri: str = _postgres.get_uri()
     return uri

@@ -27,7 +27,7 @@ class Migration:
     version: int
     name: str
     # Global migrations ignore the schema argument; tenant ones compose it with sql.Identifier.
-    statements: Callable[[str], list[sql.Composable]]
+    statements: Callable[[str], list[sql.SQL | sql.Composed]]
 
 
 GLOBAL_MIGRATIONS: list[Migration] = [
@@ -65,7 +65,7 @@ TENANT_MIGRATIONS: list[Migration] = [
     ),
 ]
 
-_BOOTSTRAP = [
+_BOOTSTRAP: list[sql.SQL | sql.Composed] = [
     sql.SQL("CREATE SCHEMA IF NOT EXISTS agent_patterns"),
     sql.SQL(
         "CREATE TABLE IF NOT EXISTS agent_patterns.schema_migrations ("
@@ -91,7 +91,8 @@ async def _apply(db: AsyncConnection, scope: str, migrations: list[Migration], s
         for stmt in _BOOTSTRAP:
             await db.execute(stmt)
         if scope != GLOBAL_SCOPE:
-            await db.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            create = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            await db.execute(create)
             await db.execute(
                 "INSERT INTO agent_patterns.tenants (schema_name) VALUES (%s) ON CONFLICT DO NOTHING", (schema,)
             )
