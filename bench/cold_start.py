@@ -45,7 +45,11 @@ def lambda_like_env() -> dict[str, str]:
 def run_once(body: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", PROBE.format(body=body)],
-        env=lambda_like_env(), capture_output=True, text=True, check=True, cwd=ROOT,
+        env=lambda_like_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
