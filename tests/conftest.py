@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -46,9 +47,10 @@ async def _close_backends() -> AsyncIterator[None]:
     yield
     from agent_patterns.backends import postgres, redis
 
-    if redis._client is not None:
-        await redis._client.aclose()
-        redis.reset_redis()
+    client = redis.current_client()
+    if client is not None:
+        await client.aclose()
+        redis._clients.pop(asyncio.get_running_loop(), None)
     await postgres.close_postgres()
 
 
@@ -70,3 +72,39 @@ def python_subprocess_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+class LiveServer:
+    """An ASGI app under a real uvicorn server in a background thread (its own event loop)."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)

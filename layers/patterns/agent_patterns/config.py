@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     auth_secret: SecretStr | None = Field(None, description="HMAC key for local bearer tokens and stream tokens.")
     auth_secret_arn: str | None = Field(None, description="Secrets Manager ARN holding AUTH_SECRET.")
     tenant_claim: str = Field("tenant_id", description="JWT claim naming the tenant (API Gateway authorizer).")
+    jwt_issuer: str | None = Field(None, description="Identity provider whose JWTs the streaming function accepts.")
+    jwt_audience: str | None = Field(None, description="Accepted JWT audience (comma-separated for several).")
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL; default <JWT_ISSUER>/.well-known/jwks.json.")
+    stream_token_ttl_seconds: int = Field(3600, ge=60, le=86_400)
+    sse_heartbeat_seconds: float = Field(15.0, gt=0)
+    sse_retry_ms: int = Field(2000, ge=100, description="Reconnect delay suggested to SSE clients.")
+    sse_max_stream_seconds: float = Field(840.0, gt=0, description="Streams end (cleanly) after this long.")
     data_dir: Path = Field(
         default_factory=lambda: project_root() / ".agent-patterns",
         alias="AGENT_PATTERNS_DATA_DIR",

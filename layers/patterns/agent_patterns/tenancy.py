@@ -112,6 +112,50 @@ def issue_token(tenant_id: str, *, ttl_seconds: int = 30 * 86_400, settings: Set
     return sign({"sub": tid, "tenant_id": tid, "kind": "bearer"}, ttl_seconds=ttl_seconds, settings=settings)
 
 
+def issue_stream_token(
+    tenant_id: str, run_id: str, *, ttl_seconds: int | None = None, settings: Settings | None = None
+) -> str:
+    """A short-lived token that opens one run's event stream (EventSource cannot send headers)."""
+    settings = settings or get_settings()
+    claims = {"kind": "stream", "tenant_id": validate_tenant_id(tenant_id), "run_id": run_id}
+    return sign(claims, ttl_seconds=ttl_seconds or settings.stream_token_ttl_seconds, settings=settings)
+
+
+_jwks_clients: dict[str, Any] = {}
+
+
+def verify_idp_token(token: str, settings: Settings | None = None) -> Tenant:
+    """The tenant of an identity provider's JWT, checked against its JWKS (for the function URL,
+    which has no API Gateway authorizer in front of it)."""
+    import jwt
+
+    settings = settings or get_settings()
+    if not settings.jwt_issuer:
+        raise UnauthorizedError("bearer tokens are not accepted here: use the run's stream token (?token=)")
+    url = settings.jwt_jwks_url or settings.jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
+    client = _jwks_clients.get(url)
+    if client is None:
+        client = _jwks_clients[url] = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=5)
+    audience = [a.strip() for a in (settings.jwt_audience or "").split(",") if a.strip()] or None
+    try:
+        key = client.get_signing_key_from_jwt(token)
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=["RS256", "ES256"],
+            issuer=settings.jwt_issuer,
+            audience=audience,
+            options={"verify_aud": audience is not None},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise UnauthorizedError("token expired: get a new one") from exc
+    except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+        raise UnauthorizedError("invalid token") from exc
+    if settings.tenant_claim not in claims:
+        raise UnauthorizedError(f"no authenticated tenant: the JWT has no {settings.tenant_claim!r} claim")
+    return tenant(str(claims[settings.tenant_claim]))
+
+
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     value = headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")

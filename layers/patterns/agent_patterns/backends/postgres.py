@@ -8,6 +8,7 @@ the lock keeps concurrent users (the local dev server) from interleaving transac
 from __future__ import annotations
 
 import asyncio
+import weakref
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ class _Holder:
         self.last_used = 0.0
 
 
-_holder: _Holder | None = None
+_holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Holder] = weakref.WeakKeyDictionary()
 
 
 def database_url() -> str:
@@ -84,11 +85,10 @@ async def connection() -> AsyncIterator[AsyncConnection]:
     """
     import psycopg
 
-    global _holder
     loop = asyncio.get_running_loop()
-    if _holder is None or _holder.loop is not loop:
-        _holder = _Holder(loop)
-    holder = _holder
+    holder = _holders.get(loop)
+    if holder is None:
+        holder = _holders[loop] = _Holder(loop)
     async with holder.lock:
         try:
             if holder.conn is None or not await _alive(holder.conn, time.monotonic() - holder.last_used):
@@ -119,13 +119,12 @@ def _short(exc: BaseException) -> str:
 
 
 def reset_postgres() -> None:
-    """Forget the connection without using it (after a SnapStart restore its socket is dead)."""
-    global _holder
-    _holder = None
+    """Forget the connections without using them (after a SnapStart restore their sockets are dead)."""
+    _holders.clear()
 
 
 async def close_postgres() -> None:
-    global _holder
-    if _holder is not None and _holder.conn is not None and _holder.loop is asyncio.get_running_loop():
-        await _holder.conn.close()
-    _holder = None
+    """Close this loop's connection, if any."""
+    holder = _holders.pop(asyncio.get_running_loop(), None)
+    if holder is not None and holder.conn is not None:
+        await holder.conn.close()

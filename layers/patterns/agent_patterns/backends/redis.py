@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING
 
 from agent_patterns.config import get_settings
@@ -10,8 +11,9 @@ from agent_patterns.config import get_settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-_client: Redis | None = None
-_loop: asyncio.AbstractEventLoop | None = None
+# One client per event loop: Lambda has one loop per environment; tests and the dev server may
+# run several (each in its own thread), and a client must never be shared across loops.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
 
 
 def redis_url() -> str:
@@ -49,14 +51,18 @@ def _build(url: str) -> Redis:
 
 def get_redis() -> Redis:
     """The environment's client, bound to the running event loop (a new loop gets a new client)."""
-    global _client, _loop
     loop = asyncio.get_running_loop()
-    if _client is None or _loop is not loop:
-        _client, _loop = _build(redis_url()), loop
-    return _client
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = _build(redis_url())
+    return client
+
+
+def current_client() -> Redis | None:
+    """This loop's client if one was made (closing it must not create one)."""
+    return _clients.get(asyncio.get_running_loop())
 
 
 def reset_redis() -> None:
-    """Drop the client without touching its sockets: after a SnapStart restore they are dead."""
-    global _client, _loop
-    _client, _loop = None, None
+    """Drop the clients without touching their sockets: after a SnapStart restore they are dead."""
+    _clients.clear()

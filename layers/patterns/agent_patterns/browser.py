@@ -1,0 +1,44 @@
+"""Finding a Chromium for Playwright: configuration, Playwright's own install, or the system's.
+
+Playwright's browser download is not available everywhere (CI here, air-gapped builds), so a
+system Chromium is a first-class fallback rather than an error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+SYSTEM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium_executable() -> str | None:
+    """Path of the browser to launch; None means Playwright's bundled Chromium (it is installed)."""
+    configured = os.environ.get("CHROMIUM_PATH")
+    if configured:
+        if not Path(configured).is_file():
+            from agent_patterns.errors import ConfigurationError
+
+            raise ConfigurationError(f"CHROMIUM_PATH={configured} does not exist")
+        return configured
+    if _playwright_chromium_installed():
+        return None
+    for name in SYSTEM_CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    from agent_patterns.errors import ConfigurationError
+
+    raise ConfigurationError(
+        "no Chromium found: set CHROMIUM_PATH, run 'playwright install chromium', or install a system chromium"
+    )
+
+
+def _playwright_chromium_installed() -> bool:
+    base = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path.home() / ".cache" / "ms-playwright")
+    root = Path(base)
+    return root.is_dir() and any(
+        (d / "chrome-linux" / "chrome").is_file() or (d / "chrome-linux64" / "chrome").is_file()
+        for d in root.glob("chromium-*")
+    )

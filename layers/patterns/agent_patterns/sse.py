@@ -1,0 +1,91 @@
+"""Server-Sent Events for run streams: the wire format, heartbeats, and a bounded lifetime.
+
+Wire format (ARCHITECTURE.md): a `retry:` hint first, then per event `id: <event id>` and one
+`data:` line of `{"type","run_id","payload"}` JSON, then a blank line. Heartbeats carry no
+`id:` line, so a browser's Last-Event-ID always names a real event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+from starlette.responses import StreamingResponse
+
+from agent_patterns.events import RunEvent
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def format_event(event: RunEvent) -> str:
+    return f"id: {event.id}\ndata: {event.data()}\n\n"
+
+
+def format_heartbeat(run_id: str) -> str:
+    body = json.dumps({"type": "heartbeat", "run_id": run_id, "payload": {}}, separators=(",", ":"))
+    return f"data: {body}\n\n"
+
+
+async def sse_stream(
+    events: AsyncIterator[RunEvent],
+    run_id: str,
+    heartbeat_interval: float = 15,
+    max_duration: float | None = None,
+    retry_ms: int = 2000,
+) -> AsyncIterator[str]:
+    """The SSE text of `events`, with heartbeats on silence; ends after a terminal event, when
+    `events` ends, or after `max_duration` seconds (a clean close the client resumes from)."""
+    deadline = None if max_duration is None else time.monotonic() + max_duration
+    iterator = aiter(events)
+    pending: asyncio.Future[RunEvent] | None = None
+    yield f"retry: {retry_ms}\n\n"
+    try:
+        while True:
+            wait = heartbeat_interval
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            # Waiting on the same pending read across heartbeats: nothing is cancelled mid-read.
+            done, _ = await asyncio.wait({pending}, timeout=wait)
+            if not done:
+                if deadline is None or time.monotonic() < deadline:
+                    yield format_heartbeat(run_id)
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            finally:
+                pending = None
+            yield format_event(event)
+            if event.terminal:
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        closer = getattr(iterator, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+def build_sse_response(
+    event_generator: AsyncIterator[RunEvent],
+    run_id: str,
+    heartbeat_interval: float = 15,
+    *,
+    max_duration: float | None = None,
+    retry_ms: int = 2000,
+) -> StreamingResponse:
+    """A streaming response of a run's events in the SSE wire format."""
+    return StreamingResponse(
+        sse_stream(event_generator, run_id, heartbeat_interval, max_duration, retry_ms),
+        headers=SSE_HEADERS,  # set directly: media_type would append "; charset=utf-8"
+    )
