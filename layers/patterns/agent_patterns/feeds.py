@@ -122,16 +122,16 @@ async def subscribe(run_id: str, after: str | None = None) -> AsyncIterator[RunE
                 break
         seen = id_key(cursor) if cursor else (-1, -1)
         while True:
-            event = await sub.queue.get()
-            if event is None:
+            live = await sub.queue.get()
+            if live is None:
                 if sub.overflowed:
                     raise SlowConsumerError(f"subscriber of run {rid} fell behind; reconnect to resume")
                 return  # the feed failed: end so the client reconnects and replays
-            if id_key(event.id) <= seen:
+            if id_key(live.id) <= seen:
                 continue
-            seen = id_key(event.id)
-            yield event
-            if event.terminal:
+            seen = id_key(live.id)
+            yield live
+            if live.terminal:
                 return
     finally:
         feed.subscribers.discard(sub)

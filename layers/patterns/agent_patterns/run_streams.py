@@ -53,7 +53,7 @@ async def finished_with_nothing_left(run_id: str, after: str | None) -> bool:
     """True when the run has ended and the client has every event: answer 204, stop reconnecting."""
     from agent_patterns.backends import get_redis
 
-    last: list[Any] = await get_redis().xrevrange(stream_key(run_id), count=1)
+    last: list[Any] = await get_redis().xrevrange(stream_key(run_id), count=1)  # type: ignore[assignment]
     if not last:
         return True  # expired (or never had events): nothing will ever come
     if last[0][1].get("type") not in ("complete", "error"):

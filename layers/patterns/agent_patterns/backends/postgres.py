@@ -8,8 +8,8 @@ the lock keeps concurrent users (the local dev server) from interleaving transac
 from __future__ import annotations
 
 import asyncio
-import weakref
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
