@@ -1,4 +1,7 @@
-#!/bin/sh
-# Lambda Web Adapter entry point: uvicorn serves the app; the adapter streams its responses.
-PATH=/var/runtime:$PATH
-exec python -m uvicorn --host 127.0.0.1 --port "${PORT:-8000}" --no-access-log streaming_handler:app
+#!/bin/bash
+# Lambda Web Adapter entry point (Handler: run.sh, AWS_LAMBDA_EXEC_WRAPPER=/opt/bootstrap):
+# uvicorn serves the FastAPI app, the adapter streams its responses to the function URL.
+PATH=$PATH:$LAMBDA_TASK_ROOT/bin \
+PYTHONPATH=$PYTHONPATH:/opt/python:$LAMBDA_RUNTIME_DIR \
+exec python -m uvicorn --host 127.0.0.1 --port "${AWS_LWA_PORT:-${PORT:-8000}}" --no-access-log \
+  --timeout-graceful-shutdown 2 streaming_handler:app

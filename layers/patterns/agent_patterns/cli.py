@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -15,7 +16,40 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a bearer token for a tenant on the local server")
     token.add_argument("--tenant", required=True, help="tenant id: a-z, 0-9 and _, starting with a letter")
     token.add_argument("--ttl", type=int, default=30 * 86_400, help="lifetime in seconds (default 30 days)")
+    ev = sub.add_parser("events", help="print a run's events as they happen, until it ends")
+    ev.add_argument("run_id")
+    _api_options(ev)
+    ev.add_argument("--after", help="start after this event id")
+    ev.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+def _api_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--api",
+        default=os.environ.get("AGENT_PATTERNS_API", "http://127.0.0.1:3000"),
+        help="API base URL (default: the local dev server, or AGENT_PATTERNS_API)",
+    )
+    p.add_argument("--token", help="bearer or stream token (default: AGENT_PATTERNS_TOKEN)")
+    p.add_argument("--tenant", default="local", help="local server only: mint a token for this tenant")
+
+
+def _events(args: argparse.Namespace) -> int:
+    import json
+
+    from agent_patterns.client import ApiError, follow_events, resolve_token
+
+    token = resolve_token(args.token, args.tenant)
+    try:
+        for event in follow_events(args.api, args.run_id, token, after=args.after):
+            if args.json:
+                print(json.dumps({"id": event.id, "type": event.type, "payload": event.payload}), flush=True)
+            else:
+                print(f"{event.id}  {event.type:<8}  {json.dumps(event.payload)}", flush=True)
+    except ApiError as exc:
+        print(f"agent-patterns events: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"agent-patterns token: {exc.message}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "events":
+        return _events(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

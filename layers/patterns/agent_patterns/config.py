@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(5.0, gt=0)
     redis_connect_timeout: float = Field(2.0, gt=0)
     redis_health_check_interval: int = Field(15, ge=0)
+    redis_max_connections: int = Field(64, ge=4, description="Redis connections per execution environment.")
     database_connect_timeout: int = Field(5, ge=1)
     database_idle_check_seconds: float = Field(30.0, ge=0)
     run_events_maxlen: int = Field(10_000, ge=100)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from agent_patterns.backends import get_redis
@@ -23,7 +24,7 @@ PUBLISHED_TYPES = frozenset({"queued", "running", "complete", "error"})  # heart
 TERMINAL_TYPES = frozenset({"complete", "error"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunEvent:
     id: str
     type: str
@@ -34,9 +35,14 @@ class RunEvent:
     def terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
 
+    @cached_property
+    def wire(self) -> str:
+        """The wire JSON, serialized once however many streams carry the event."""
+        return json.dumps({"type": self.type, "run_id": self.run_id, "payload": self.payload}, separators=(",", ":"))
+
     def data(self) -> str:
         """The wire JSON: `{"type","run_id","payload"}`, compact, one line."""
-        return json.dumps({"type": self.type, "run_id": self.run_id, "payload": self.payload}, separators=(",", ":"))
+        return self.wire
 
 
 def stream_key(run_id: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 from agent_patterns.events import RunEvent, read_after, replay
 from agent_patterns.runs import parse_run_id
@@ -47,15 +46,18 @@ class _Subscriber:
 
 
 class _Feed:
-    def __init__(self, run_id: str, cursor: str) -> None:
+    def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.cursor = cursor
+        self.cursor = "0-0"
+        self.ready = asyncio.Event()  # set once the cursor is the stream's end at start
         self.subscribers: set[_Subscriber] = set()
-        self.task: asyncio.Task[None] | None = None
         self.finished = False
+        self.task = asyncio.create_task(self.pump(), name=f"run-feed:{run_id}")
 
     async def pump(self) -> None:
         try:
+            self.cursor = await _latest_id(self.run_id)
+            self.ready.set()
             while self.subscribers:
                 batch = await read_after(self.run_id, self.cursor, block_ms=FEED_BLOCK_MS)
                 for event in batch:
@@ -73,6 +75,7 @@ class _Feed:
                 sub.offer(None)
         finally:
             self.finished = True
+            self.ready.set()
             _forget(self)
 
 
@@ -97,44 +100,98 @@ async def _latest_id(run_id: str) -> str:
     return str(last[0][0]) if last else "0-0"
 
 
-async def subscribe(run_id: str, after: str | None = None) -> AsyncIterator[RunEvent]:
-    """Every event of the run after `after` (or from the start), once each, in order; then new
-    ones as they are published, until a terminal event. Leaving the loop frees the reader."""
-    rid = parse_run_id(run_id)
-    sub = _Subscriber()
-    feed = _FEEDS.get(rid)
-    if feed is None or feed.finished:
-        feed = _Feed(rid, await _latest_id(rid))
-        _FEEDS[rid] = feed
-    feed.subscribers.add(sub)
-    if feed.task is None:
-        feed.task = asyncio.create_task(feed.pump(), name=f"run-feed:{rid}")
-    try:
-        cursor = after
-        while True:  # replay in pages; the feed buffers what arrives meanwhile
-            page = await replay(rid, after=cursor, count=500)
-            for event in page:
-                cursor = event.id
-                yield event
-                if event.terminal:
-                    return
-            if len(page) < 500:
-                break
-        seen = id_key(cursor) if cursor else (-1, -1)
-        while True:
-            live = await sub.queue.get()
-            if live is None:
-                if sub.overflowed:
-                    raise SlowConsumerError(f"subscriber of run {rid} fell behind; reconnect to resume")
-                return  # the feed failed: end so the client reconnects and replays
-            if id_key(live.id) <= seen:
+class Subscription:
+    """One subscriber's view of a run: replay from Redis, then the shared feed, deduplicated.
+
+    Iterate it for single events, or call `next_batch` to take everything that is ready at once
+    (what the SSE writer does: one write per batch, a cheap timeout for heartbeats).
+    """
+
+    REPLAY_PAGE = 500
+
+    def __init__(self, run_id: str, after: str | None) -> None:
+        self.run_id = parse_run_id(run_id)
+        self._cursor = after
+        self._seen = id_key(after) if after else (-1, -1)
+        self._replaying = True
+        self._done = False
+        self._sub = _Subscriber()
+        feed = _FEEDS.get(self.run_id)
+        if feed is None or feed.finished:  # no await between the check and the registration
+            feed = _FEEDS[self.run_id] = _Feed(self.run_id)
+        feed.subscribers.add(self._sub)
+        self._feed = feed
+        self._pending: list[RunEvent] = []
+
+    def _accept(self, batch: list[RunEvent]) -> list[RunEvent]:
+        out = []
+        for event in batch:
+            key = id_key(event.id)
+            if key <= self._seen:
                 continue
-            seen = id_key(live.id)
-            yield live
-            if live.terminal:
-                return
-    finally:
-        feed.subscribers.discard(sub)
-        if not feed.subscribers and feed.task is not None and not feed.task.done():
+            self._seen = key
+            out.append(event)
+            if event.terminal:
+                self._done = True
+                break
+        return out
+
+    async def next_batch(self, timeout: float | None = None, limit: int = 256) -> list[RunEvent]:
+        """The next events in order ([] if none came within `timeout` seconds); raises
+        StopAsyncIteration after the terminal event, SlowConsumerError if it fell behind."""
+        if self._done:
+            await self.aclose()
+            raise StopAsyncIteration
+        if self._replaying:
+            await self._feed.ready.wait()  # replay must reach at least the feed's starting cursor
+            page = await replay(self.run_id, after=self._cursor, count=self.REPLAY_PAGE)
+            if page:
+                self._cursor = page[-1].id
+            if len(page) < self.REPLAY_PAGE:
+                self._replaying = False
+            accepted = self._accept(page)
+            if accepted or self._replaying or self._done:
+                return accepted
+        queue = self._sub.queue
+        if queue.empty():
+            try:
+                async with asyncio.timeout(timeout):
+                    first = await queue.get()
+            except TimeoutError:
+                return []
+            raw = [first]
+        else:
+            raw = [queue.get_nowait()]
+        while len(raw) < limit and not queue.empty():
+            raw.append(queue.get_nowait())
+        if any(e is None for e in raw):
+            events = [e for e in raw[: raw.index(None)] if e is not None]
+            accepted = self._accept(events)
+            if not accepted or not self._done:
+                if self._sub.overflowed:
+                    raise SlowConsumerError(f"subscriber of run {self.run_id} fell behind; reconnect to resume")
+                self._done = True  # the feed failed: end so the client reconnects and replays
+            return accepted
+        return self._accept([e for e in raw if e is not None])
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        while not self._pending:
+            self._pending = await self.next_batch()
+        return self._pending.pop(0)
+
+    async def aclose(self) -> None:
+        """Leave the feed; the last subscriber to leave stops the run's reader."""
+        feed = self._feed
+        feed.subscribers.discard(self._sub)
+        if not feed.subscribers and not feed.task.done():
             feed.task.cancel()
             _forget(feed)
+
+
+def subscribe(run_id: str, after: str | None = None) -> Subscription:
+    """Every event of the run after `after` (or from the start), once each, in order; then new
+    ones as they are published, until a terminal event. `aclose()` frees the reader."""
+    return Subscription(run_id, after)

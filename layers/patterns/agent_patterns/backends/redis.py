@@ -27,15 +27,19 @@ def redis_url() -> str:
 
 
 def _build(url: str) -> Redis:
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.exceptions import ConnectionError, TimeoutError
 
     settings = get_settings()
     tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}
-    return Redis.from_url(
+    # A blocking pool: past max_connections a command waits for a free connection (up to the
+    # socket timeout) instead of failing with "Too many connections" under a burst.
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_socket_timeout,
         decode_responses=True,
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=settings.redis_connect_timeout,
@@ -47,6 +51,7 @@ def _build(url: str) -> Redis:
         client_name="agent-patterns",
         **tcp,
     )
+    return Redis.from_pool(pool)
 
 
 def get_redis() -> Redis:

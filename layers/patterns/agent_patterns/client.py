@@ -1,0 +1,119 @@
+"""A small client of the HTTP API for the `agent-patterns` command: starts runs, follows their
+SSE streams (resuming with Last-Event-ID after any drop, as a browser does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_API = "http://127.0.0.1:3000"
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: str | None
+    type: str
+    payload: dict[str, Any]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:300] or response.reason_phrase
+    raise ApiError(response.status_code, message)
+
+
+def resolve_token(token: str | None, tenant: str | None) -> str | None:
+    """An explicit token, AGENT_PATTERNS_TOKEN, or (local server only) a token minted for `tenant`."""
+    if token:
+        return token
+    if os.environ.get("AGENT_PATTERNS_TOKEN"):
+        return os.environ["AGENT_PATTERNS_TOKEN"]
+    if tenant:
+        from agent_patterns.tenancy import issue_token
+
+        return issue_token(tenant)
+    return None
+
+
+def follow_events(
+    api: str, run_id: str, token: str | None, *, after: str | None = None, max_reconnects: int = 50
+) -> Iterator[StreamEvent]:
+    """Every event of the run from `after` on, once each; heartbeats are skipped. Ends after a
+    terminal event, or when the server says there is nothing more (204)."""
+    last_id = after
+    retry_s = 1.0
+    reconnects = 0
+    params = {"token": token} if token else {}
+    with httpx.Client(timeout=httpx.Timeout(10, read=60)) as http:
+        while True:
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with http.stream("GET", f"{api}/v1/runs/{run_id}/events", params=params, headers=headers) as r:
+                    if r.status_code == 204:
+                        return
+                    if r.status_code >= 400:
+                        r.read()
+                        _raise_for(r)
+                    event_id: str | None = None
+                    data: str | None = None
+                    for line in r.iter_lines():
+                        if line:
+                            name, _, value = line.partition(":")
+                            value = value.removeprefix(" ")
+                            if name == "id":
+                                event_id = value
+                            elif name == "data":
+                                data = value
+                            elif name == "retry" and value.isdigit():
+                                retry_s = int(value) / 1000
+                            continue
+                        if data is not None:
+                            message = json.loads(data)
+                            if message.get("type") != "heartbeat":
+                                if event_id:
+                                    last_id = event_id
+                                yield StreamEvent(event_id, message["type"], message.get("payload") or {})
+                                if message["type"] in ("complete", "error"):
+                                    return
+                        event_id, data = None, None
+            except httpx.TransportError:
+                pass
+            reconnects += 1
+            if reconnects > max_reconnects:
+                raise ApiError(0, f"stream of run {run_id} dropped {max_reconnects} times; giving up")
+            time.sleep(retry_s)
+
+
+def start_crawl(api: str, token: str | None, url: str, max_pages: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"url": url}
+    if max_pages is not None:
+        body["max_pages"] = max_pages
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(f"{api}/v1/crawls", json=body, headers=headers, timeout=30)
+    _raise_for(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def get_crawl(api: str, token: str | None, run_id: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(f"{api}/v1/crawls/{run_id}", headers=headers, timeout=30)
+    _raise_for(response)
+    result: dict[str, Any] = response.json()
+    return result

@@ -1,0 +1,76 @@
+"""The `agent-patterns` command against a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from agent_patterns import events
+from agent_patterns.local import load_function
+from agent_patterns.tenancy import issue_stream_token
+from tests.conftest import ROOT, LiveServer, python_subprocess_env
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiveServer]:
+    with LiveServer(load_function("streaming").app) as live:
+        yield live
+
+
+async def test_events_prints_a_runs_events_as_they_happen_until_it_ends(server: LiveServer) -> None:
+    run_id = await events.create_run("acme", "crawl")
+    token = issue_stream_token("acme", run_id)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent_patterns.cli",
+        "events",
+        run_id,
+        "--api",
+        server.url,
+        "--token",
+        token,
+        "--json",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=python_subprocess_env(),
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    assert first["type"] == "queued"  # printed before the run has gone any further
+    await events.publish(run_id, "running", {"url": "https://a.example/", "pages_crawled": 1, "max_pages": 2})
+    await events.publish(run_id, "complete", {"pages_crawled": 1})
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    rest = [json.loads(line) for line in out.decode().splitlines()]
+    assert [e["type"] for e in rest] == ["running", "complete"]
+    assert [first["id"]] + [e["id"] for e in rest] == [e.id for e in await events.replay(run_id)]
+
+
+def test_events_reports_access_errors_clearly(server: LiveServer) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent_patterns.cli",
+            "events",
+            "6c1f6bb4-38a4-4c47-8d35-2a3b5d2e1f00",
+            "--api",
+            server.url,
+            "--token",
+            "nonsense",
+        ],
+        capture_output=True,
+        text=True,
+        env=python_subprocess_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "HTTP 401: invalid token" in out.stderr
