@@ -136,8 +136,8 @@ class Subscription:
                 break
         return out
 
-    async def next_batch(self, timeout: float | None = None, limit: int = 256) -> list[RunEvent]:
-        """The next events in order ([] if none came within `timeout` seconds); raises
+    async def next_batch(self, wait: float | None = None, limit: int = 256) -> list[RunEvent]:
+        """The next events in order ([] if none came within `wait` seconds); raises
         StopAsyncIteration after the terminal event, SlowConsumerError if it fell behind."""
         if self._done:
             await self.aclose()
@@ -155,7 +155,7 @@ class Subscription:
         queue = self._sub.queue
         if queue.empty():
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait):
                     first = await queue.get()
             except TimeoutError:
                 return []
