@@ -1,0 +1,355 @@
+"""Breadth-first crawl of one origin with Playwright and Chromium.
+
+Level-synchronous BFS: the pages of one depth are crawled in parallel (one browser, one
+context, `concurrency` tabs), and the next level is built from their links in page order, not
+completion order. The page set is therefore deterministic, which is what lets a crawl that
+was cut short and continued in another invocation end with exactly the pages an
+uninterrupted crawl would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, EgressPolicy, EgressProxy
+from agent_patterns.crawl.types import AuthConfig, CrawlConfig, CrawlResult
+from agent_patterns.crawl.urls import dedup_key, fetch_url, is_http, same_origin
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Page, Route
+
+EXTRACT_JS = (Path(__file__).with_name("extract.js")).read_text(encoding="utf-8")
+MAX_SKIPPED = 1000
+
+
+def launch_args(proxy_url: str) -> list[str]:
+    args = [
+        f"--proxy-server={proxy_url}",
+        "--proxy-bypass-list=<-loopback>",  # Chromium otherwise sends loopback around the proxy
+        "--disable-quic",
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--no-first-run",
+        "--mute-audio",
+    ]
+    if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:  # Lambda: no zygote, no multiprocess sandbox
+        args += ["--single-process", "--no-zygote", "--disable-setuid-sandbox", "--in-process-gpu"]
+    return args
+
+
+@dataclass
+class _State:
+    """Everything a continuation needs; JSON-serializable."""
+
+    level: list[dict[str, Any]]  # entries {url, key, depth} of the current depth, in BFS order
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> page record
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {url, reason}
+    seen: dict[str, str] = field(default_factory=dict)  # key -> the URL enqueued for it
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    blocked: list[dict[str, str]] = field(default_factory=list)
+    storage: dict[str, Any] | None = None
+    elapsed_s: float = 0.0
+    invocations: int = 0
+
+    @classmethod
+    def start(cls, url: str) -> _State:
+        key = dedup_key(url)
+        return cls(level=[{"url": fetch_url(url), "key": key, "depth": 0}], seen={key: fetch_url(url)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @property
+    def attempted(self) -> int:
+        return len(self.done) + len(self.failed)
+
+
+def _skip(state: _State, url: str, reason: str) -> None:
+    if len(state.skipped) < MAX_SKIPPED and not any(s["url"] == url for s in state.skipped[-200:]):
+        state.skipped.append({"url": url, "reason": reason})
+
+
+def _next_level(state: _State, config: CrawlConfig, start_url: str) -> list[dict[str, Any]]:
+    seen = state.seen
+    nxt: list[dict[str, Any]] = []
+    budget = config.max_pages - state.attempted
+    for entry in state.level:
+        page = state.done.get(entry["key"])
+        if page is None or page.get("redirected_off_origin"):
+            continue
+        for link in page["links"]:
+            if not is_http(link):
+                continue
+            if not same_origin(link, start_url):
+                _skip(state, link, "cross-origin")
+                continue
+            key = dedup_key(link)
+            if key in seen:
+                if seen[key] != link:  # another spelling of a page already queued
+                    _skip(state, link, "duplicate")
+                continue
+            seen[key] = fetch_url(link)
+            if len(nxt) >= budget:
+                _skip(state, link, "limit reached")
+                continue
+            nxt.append({"url": fetch_url(link), "key": key, "depth": entry["depth"] + 1})
+    return nxt
+
+
+async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -> None:
+    password = auth.password
+    if password is None and auth.password_secret_arn:
+        from agent_patterns.config import resolve_secret
+
+        password = resolve_secret(auth.password_secret_arn)
+    if password is None:
+        raise LoginError("login failed: no password or password_secret_arn given")
+    page = await context.new_page()
+    try:
+        await page.goto(auth.login_url, timeout=timeout_ms, wait_until="load")
+        await page.fill(auth.username_selector, auth.username, timeout=timeout_ms)
+        await page.fill(auth.password_selector, password, timeout=timeout_ms)
+        await page.click(auth.submit_selector, timeout=timeout_ms)
+        wait_ms = auth.timeout_s * 1000
+        if auth.success_selector:
+            await page.wait_for_selector(auth.success_selector, timeout=wait_ms)
+        elif auth.success_url_contains:
+            needle = auth.success_url_contains
+            await page.wait_for_url(lambda u: needle in u, timeout=wait_ms)
+        else:
+            await page.wait_for_load_state("load", timeout=wait_ms)
+            if await page.locator(auth.password_selector).count():
+                raise LoginError("login failed: the login form is still shown after submitting")
+    except LoginError:
+        raise
+    except Exception as exc:
+        # Playwright messages can quote what was typed into fields: keep only the first line,
+        # and never the password.
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LoginError(f"login failed: {detail.replace(password, '***')}") from None
+    finally:
+        await page.close()
+
+
+class LoginError(Exception):
+    pass
+
+
+async def _restore_storage(context: BrowserContext, storage: dict[str, Any] | None) -> None:
+    if not storage:
+        return
+    if storage.get("cookies"):
+        await context.add_cookies(storage["cookies"])
+    for origin_state in storage.get("origins", []):
+        items = {i["name"]: i["value"] for i in origin_state.get("localStorage", [])}
+        if items:
+            import json
+
+            script = (
+                f"if (location.origin === {json.dumps(origin_state['origin'])}) {{"
+                f" const items = {json.dumps(items)};"
+                " for (const [k, v] of Object.entries(items)) localStorage.setItem(k, v); }"
+            )
+            await context.add_init_script(script)
+
+
+async def _crawl_one(page: Page, entry: dict[str, Any], config: CrawlConfig, start_url: str) -> dict[str, Any]:
+    url = entry["url"]
+    current = page.url
+    if current != "about:blank" and current.split("#")[0] == url.split("#")[0]:
+        await page.goto("about:blank")  # a hash route must load as its own document
+    response = await page.goto(url, timeout=config.page_timeout_s * 1000, wait_until="load")
+    if response is not None and BLOCKED_HEADER in response.headers:
+        raise BlockedAddressError(response.headers[BLOCKED_HEADER])
+    final_url = page.url
+    record: dict[str, Any] = {
+        "url": url,
+        "final_url": final_url,
+        "status": response.status if response is not None else None,
+        "depth": entry["depth"],
+        "title": "",
+        "links": [],
+        "forms": [],
+    }
+    if not same_origin(final_url, start_url):
+        record["redirected_off_origin"] = True
+        return record
+    data = await page.evaluate(EXTRACT_JS)
+    record["title"] = data["title"]
+    record["links"] = list(dict.fromkeys(data["links"]))
+    record["forms"] = data["forms"]
+    return record
+
+
+async def run_crawl(config: CrawlConfig) -> CrawlResult:
+    """Crawl `config.url`'s origin breadth-first; never raises for crawl problems: they are in
+    `error_message` (the run failed) or in `crawl_data["skipped"]` (one URL failed)."""
+    from playwright.async_api import Error as PlaywrightError
+    from playwright.async_api import async_playwright
+
+    from agent_patterns.browser import chromium_executable
+
+    started = time.monotonic()
+    policy = EgressPolicy(config.allowed_private_hosts)
+    state = _State(**config.resume_state) if config.resume_state else _State.start(config.url)
+    state.invocations += 1
+    try:
+        await policy.check_url(config.url)
+    except BlockedAddressError as exc:
+        return _result(state, config, error=f"start URL refused: {exc}")
+
+    user_data_dir = Path(tempfile.gettempdir()) / f"pw-{uuid.uuid4().hex}"
+    stop_reason: str | None = None
+    error: str | None = None
+    try:
+        async with EgressProxy(policy) as proxy, async_playwright() as pw:
+            context = await pw.chromium.launch_persistent_context(
+                str(user_data_dir),
+                executable_path=chromium_executable(),
+                headless=True,
+                args=launch_args(proxy.url),
+                service_workers="block",
+                accept_downloads=False,
+            )
+            try:
+                await context.route("**/*", _guard(config, state))
+                await _restore_storage(context, state.storage)
+                if config.auth_config is not None and state.storage is None:
+                    await _login(context, config.auth_config, config.page_timeout_s * 1000)
+                    state.storage = await context.storage_state()  # type: ignore[assignment]
+                stop_reason = await _crawl_levels(context, config, state, started)
+                if stop_reason == "continue" and config.auth_config is not None:
+                    state.storage = await context.storage_state()  # type: ignore[assignment]
+            except LoginError as exc:
+                error = str(exc)
+            finally:
+                await context.close()
+            for b in proxy.blocked:
+                if len(state.blocked) < MAX_SKIPPED and all(x["url"] != b.url for x in state.blocked):
+                    state.blocked.append({"url": b.url, "reason": b.reason})
+    except PlaywrightError as exc:
+        error = f"browser failed: {str(exc).splitlines()[0]}"
+    finally:
+        shutil.rmtree(user_data_dir, ignore_errors=True)
+        state.elapsed_s += time.monotonic() - started
+    if error is not None:
+        return _result(state, config, error=error)
+    if stop_reason == "continue":
+        return _result(state, config, continuation=True)
+    return _result(state, config, stopped=stop_reason)
+
+
+def _guard(config: CrawlConfig, state: _State) -> Any:
+    blocked_types = set(config.block_resources)
+
+    async def guard(route: Route) -> None:
+        request = route.request
+        if not is_http(request.url):
+            if len(state.blocked) < MAX_SKIPPED:
+                state.blocked.append({"url": request.url[:500], "reason": "only http and https are allowed"})
+            await route.abort("blockedbyclient")
+            return
+        if request.resource_type in blocked_types:
+            await route.abort("blockedbyclient")
+            return
+        await route.continue_()
+
+    return guard
+
+
+async def _crawl_levels(context: BrowserContext, config: CrawlConfig, state: _State, started: float) -> str | None:
+    """Crawl until done; returns None (finished), "continue" (out of invocation time) or
+    "time limit" (the run's total time is used up)."""
+    from playwright.async_api import Error as PlaywrightError
+
+    pages = [await context.new_page() for _ in range(config.concurrency)]
+    progressed: list[str] = []  # pages started in this invocation
+    try:
+        while state.level:
+            pending = [e for e in state.level if e["key"] not in state.done and e["key"] not in state.failed]
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            for entry in pending:
+                queue.put_nowait(entry)
+            stop: list[str] = []
+
+            async def worker(page: Page) -> None:
+                while not queue.empty():
+                    now = time.monotonic()
+                    # Every invocation crawls at least one page, so continuations always progress.
+                    if config.stop_at is not None and now >= config.stop_at and progressed:
+                        stop.append("continue")
+                        return
+                    if state.elapsed_s + (now - started) >= config.total_time_limit_s:
+                        stop.append("time limit")
+                        return
+                    entry = queue.get_nowait()
+                    progressed.append(entry["key"])
+                    try:
+                        state.done[entry["key"]] = await _crawl_one(page, entry, config, config.url)
+                    except BlockedAddressError as exc:
+                        state.failed[entry["key"]] = {"url": entry["url"], "reason": f"blocked address: {exc}"}
+                    except PlaywrightError as exc:
+                        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        reason = "timeout" if "Timeout" in first else f"error: {first}"
+                        if "ERR_TUNNEL_CONNECTION_FAILED" in first:
+                            reason = "blocked address"
+                        state.failed[entry["key"]] = {"url": entry["url"], "reason": reason}
+                    if config.on_page is not None:
+                        await config.on_page(entry["url"], len(state.done))
+
+            await asyncio.gather(*(worker(p) for p in pages))
+            if stop:
+                if "time limit" in stop:
+                    for entry in state.level:
+                        if entry["key"] not in state.done and entry["key"] not in state.failed:
+                            _skip(state, entry["url"], "limit reached (total time)")
+                    state.level = []
+                    return "time limit"
+                return "continue"
+            state.level = _next_level(state, config, config.url)
+        return None
+    finally:
+        for page in pages:
+            with contextlib.suppress(Exception):
+                await page.close()
+
+
+def _result(state: _State, config: CrawlConfig, *, error: str | None = None, continuation: bool = False,
+            stopped: str | None = None) -> CrawlResult:
+    pages = sorted(state.done.values(), key=lambda p: (p["depth"], p["url"]))
+    skipped = list(state.skipped) + [{"url": f["url"], "reason": f["reason"]} for f in state.failed.values()]
+    links = {dedup_key(link) for p in pages for link in p["links"] if is_http(link)}
+    crawl_data: dict[str, Any] = {
+        "start_url": config.url,
+        "pages": pages,
+        "skipped": skipped,
+        "blocked": list(state.blocked),
+        "invocations": state.invocations,
+        "elapsed_s": round(state.elapsed_s, 2),
+    }
+    if stopped:
+        crawl_data["stopped"] = stopped
+    return CrawlResult(
+        pages_crawled=len(pages),
+        forms_found=sum(len(p["forms"]) for p in pages),
+        links_found=len(links),
+        crawl_data=crawl_data,
+        error_message=error,
+        continuation=state.to_json() if continuation else None,
+    )

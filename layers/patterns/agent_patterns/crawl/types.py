@@ -1,0 +1,77 @@
+"""The crawl contract: CrawlConfig in, CrawlResult out (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_PAGES_LIMIT = 100
+PAGE_TIMEOUT_S = 30.0
+TOTAL_TIME_LIMIT_S = 30 * 60.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """A login to run before the crawl. The password (or the ARN of a secret holding it) is
+    used only to fill the form: never logged, never part of a result or an event."""
+
+    login_url: str
+    username: str
+    password: str | None = field(default=None, repr=False)
+    password_secret_arn: str | None = None
+    username_selector: str = "input[name=username], input[type=email], input[name=email]"
+    password_selector: str = "input[type=password]"
+    submit_selector: str = "button[type=submit], input[type=submit]"
+    success_selector: str | None = None
+    success_url_contains: str | None = None
+    timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    url: str
+    max_pages: int = MAX_PAGES_LIMIT
+    auth_config: AuthConfig | None = None
+    concurrency: int = 6
+    page_timeout_s: float = PAGE_TIMEOUT_S
+    total_time_limit_s: float = TOTAL_TIME_LIMIT_S
+    block_resources: tuple[str, ...] = ("image", "font", "media")
+    # Non-public hosts the crawler may reach (`host` or `host:port`): for tests and intranets.
+    # Empty by default; everything not named here must resolve to public addresses.
+    allowed_private_hosts: tuple[str, ...] = ()
+    # Continuation across invocations: stop launching pages at this time.monotonic() value,
+    # and pick up from a previous result's `continuation`.
+    stop_at: float | None = None
+    resume_state: dict[str, Any] | None = None
+    # Called after each page with (url, pages_crawled): progress events.
+    on_page: Any = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_pages <= MAX_PAGES_LIMIT:
+            raise ValueError(f"max_pages must be between 1 and {MAX_PAGES_LIMIT}, got {self.max_pages}")
+        if not 1 <= self.concurrency <= 16:
+            raise ValueError(f"concurrency must be between 1 and 16, got {self.concurrency}")
+
+
+@dataclass
+class CrawlResult:
+    pages_crawled: int
+    forms_found: int
+    links_found: int
+    crawl_data: dict[str, Any]
+    error_message: str | None = None
+    # Set when the crawl stopped for time before finishing: pass it back as resume_state.
+    continuation: dict[str, Any] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error_message is None and self.continuation is None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pages_crawled": self.pages_crawled,
+            "forms_found": self.forms_found,
+            "links_found": self.links_found,
+            "blocked": len(self.crawl_data.get("blocked", [])),
+            "skipped": len(self.crawl_data.get("skipped", [])),
+        }
