@@ -26,14 +26,17 @@ def build_site(*, other_origin: str, private_origin: str, slow_seconds: float = 
 
     async def home(request: Request) -> Response:
         await count(request)
-        return page("Home", f"""
+        return page(
+            "Home",
+            f"""
           <a href="/about">About</a> <a href="/about#team">Team</a> <a href="/products">Products</a>
           <a href="/products?b=2&a=1">Filtered</a> <a href="/products?a=1&b=2">Filtered again</a>
           <a href="/app#/dashboard">Dashboard</a> <a href="/app#!/settings">Settings</a>
           <a href="{other_origin}/external">Partner</a> <a href="mailto:hi@example.com">Mail</a>
           <a href="javascript:void(0)">Nothing</a> <a href="/slow">Slow</a>
           <a href="/redirect-private">Go</a> <a href="/metadata-fetch">Meta</a> <a href="/missing">Missing</a>
-          <img src="/image.png">""")
+          <img src="/image.png">""",
+        )
 
     async def about(request: Request) -> Response:
         await count(request)
@@ -41,12 +44,15 @@ def build_site(*, other_origin: str, private_origin: str, slow_seconds: float = 
 
     async def contact(request: Request) -> Response:
         await count(request)
-        return page("Contact", """
+        return page(
+            "Contact",
+            """
           <form action="/contact" method="post" id="contact">
             <input type="hidden" name="csrf" value="t">
             <input name="name" required> <input type="email" name="email">
             <textarea name="message" required></textarea> <button type="submit">Send</button>
-          </form><a href="/">Home</a>""")
+          </form><a href="/">Home</a>""",
+        )
 
     async def products(request: Request) -> Response:
         await count(request)
@@ -59,7 +65,9 @@ def build_site(*, other_origin: str, private_origin: str, slow_seconds: float = 
 
     async def app(request: Request) -> Response:
         await count(request)
-        return page("App", """
+        return page(
+            "App",
+            """
           <div id="view"></div>
           <input type="search" name="q" placeholder="Search"> <select name="sort"><option>new</option></select>
           <script>
@@ -69,7 +77,8 @@ def build_site(*, other_origin: str, private_origin: str, slow_seconds: float = 
               "#/reports": '<a href="/app#/dashboard">Back</a>',
             };
             document.getElementById("view").innerHTML = views[location.hash] || "";
-          </script>""")
+          </script>""",
+        )
 
     async def slow(request: Request) -> Response:
         await count(request)
@@ -82,11 +91,14 @@ def build_site(*, other_origin: str, private_origin: str, slow_seconds: float = 
 
     async def metadata_fetch(request: Request) -> Response:
         await count(request)
-        return page("Meta", """<p id="out">…</p><script>
+        return page(
+            "Meta",
+            """<p id="out">…</p><script>
           fetch("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
             .then(r => r.text()).then(t => document.getElementById("out").textContent = t)
             .catch(() => document.getElementById("out").textContent = "blocked");
-        </script>""")
+        </script>""",
+        )
 
     async def image(request: Request) -> Response:
         await count(request)
@@ -120,10 +132,18 @@ def build_site(*, other_origin: str, private_origin: str, slow_seconds: float = 
         return page("Not found", "nothing here")
 
     routes = [
-        Route("/", home), Route("/about", about), Route("/contact", contact), Route("/products", products),
-        Route("/products/{n}", product), Route("/app", app), Route("/slow", slow),
-        Route("/redirect-private", redirect_private), Route("/metadata-fetch", metadata_fetch),
-        Route("/image.png", image), Route("/login", login, methods=["GET", "POST"]), Route("/account", account),
+        Route("/", home),
+        Route("/about", about),
+        Route("/contact", contact),
+        Route("/products", products),
+        Route("/products/{n}", product),
+        Route("/app", app),
+        Route("/slow", slow),
+        Route("/redirect-private", redirect_private),
+        Route("/metadata-fetch", metadata_fetch),
+        Route("/image.png", image),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/account", account),
         Route("/account/settings", account_settings),
     ]
     site = Starlette(routes=routes)

@@ -29,8 +29,12 @@ class Sites:
     allowed: tuple[str, ...]
 
     def config(self, **kw: Any) -> CrawlConfig:
-        defaults: dict[str, Any] = {"url": self.base + "/", "allowed_private_hosts": self.allowed,
-                                    "page_timeout_s": 1.5, "concurrency": 4}
+        defaults: dict[str, Any] = {
+            "url": self.base + "/",
+            "allowed_private_hosts": self.allowed,
+            "page_timeout_s": 1.5,
+            "concurrency": 4,
+        }
         defaults.update(kw)
         return CrawlConfig(**defaults)
 
@@ -61,12 +65,24 @@ def full(sites: Sites) -> CrawlResult:
     return asyncio.run(run_crawl(sites.config()))
 
 
-async def test_crawls_the_origin_breadth_first_with_cycles_and_duplicates_removed(sites: Sites, full: CrawlResult) -> None:
+async def test_crawls_the_origin_breadth_first_with_cycles_and_duplicates_removed(
+    sites: Sites, full: CrawlResult
+) -> None:
     b = sites.base
     assert full.succeeded, full.error_message
-    expected = {b + "/", b + "/about", b + "/products", b + "/products?b=2&a=1", b + "/app#/dashboard",
-                b + "/app#!/settings", b + "/missing", b + "/contact", b + "/products/1", b + "/products/2",
-                b + "/app#/reports"}
+    expected = {
+        b + "/",
+        b + "/about",
+        b + "/products",
+        b + "/products?b=2&a=1",
+        b + "/app#/dashboard",
+        b + "/app#!/settings",
+        b + "/missing",
+        b + "/contact",
+        b + "/products/1",
+        b + "/products/2",
+        b + "/app#/reports",
+    }
     assert expected <= urls(full)
     assert len(urls(full)) == len({dedup_key(u) for u in urls(full)})  # nothing twice
     depth = {p["url"]: p["depth"] for p in full.crawl_data["pages"]}
@@ -191,7 +207,9 @@ async def test_the_session_survives_continuations(sites: Sites) -> None:
 
 
 async def test_a_failed_login_ends_the_run_with_a_clear_message(sites: Sites) -> None:
-    config = sites.config(auth_config=auth(login_url=sites.base + "/login", password="wrong horse battery", timeout_s=2))
+    config = sites.config(
+        auth_config=auth(login_url=sites.base + "/login", password="wrong horse battery", timeout_s=2)
+    )
     result = await run_crawl(config)
     assert result.error_message is not None and result.error_message.startswith("login failed")
     assert "wrong horse battery" not in result.error_message
@@ -205,8 +223,9 @@ async def test_a_private_start_url_is_refused_without_a_browser(sites: Sites) ->
     assert result.error_message is not None and "scheme" in result.error_message
 
 
-async def test_the_browser_and_its_profile_are_gone_afterwards(sites: Sites, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_browser_and_its_profile_are_gone_afterwards(
+    sites: Sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
@@ -220,12 +239,29 @@ async def test_the_browser_and_its_profile_are_gone_afterwards(sites: Sites, tmp
 @pytest.mark.parametrize(
     ("address", "public"),
     [
-        ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("127.0.0.1", False), ("127.8.9.1", False),
-        ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False), ("169.254.169.254", False),
-        ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False), ("255.255.255.255", False),
-        ("::1", False), ("fe80::1", False), ("fd00:ec2::254", False), ("ff02::1", False), ("::", False),
-        ("::ffff:10.0.0.1", False), ("::ffff:169.254.169.254", False), ("::ffff:8.8.8.8", True),
-        ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::808:808", True), ("2002:a9fe:a9fe::1", False),
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("127.8.9.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("255.255.255.255", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fd00:ec2::254", False),
+        ("ff02::1", False),
+        ("::", False),
+        ("::ffff:10.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b::808:808", True),
+        ("2002:a9fe:a9fe::1", False),
         ("::127.0.0.1", False),
     ],
 )

@@ -59,10 +59,25 @@ class Settings(BaseSettings):
     database_idle_check_seconds: float = Field(30.0, ge=0)
     run_events_maxlen: int = Field(10_000, ge=100)
     run_events_ttl_seconds: int = Field(7 * 86_400, ge=60)
+    crawl_queue_url: str | None = Field(None, description="SQS queue of crawl jobs; unset locally: in-process.")
+    crawl_allowed_private_hosts_unsafe: str = Field(
+        "",
+        alias="CRAWL_ALLOWED_PRIVATE_HOSTS_UNSAFE",
+        description="Comma-separated host or host:port the crawler may reach although not public.",
+    )
+    crawl_concurrency: int = Field(6, ge=1, le=16, description="Pages crawled in parallel per run.")
+    crawl_invocation_margin_seconds: float = Field(
+        60.0, ge=5, description="Stop starting pages this long before the invocation's time runs out."
+    )
+    stream_base_url: str | None = Field(None, description="Public base URL of the streaming function.")
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
+
+    @property
+    def crawl_allowed_private_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.crawl_allowed_private_hosts_unsafe.split(",") if h.strip())
 
     @property
     def effective_auth_mode(self) -> Literal["local", "apigateway"]:

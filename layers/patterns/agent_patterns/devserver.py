@@ -51,7 +51,7 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
     import uvicorn
 
     from agent_patterns.backends import embedded
-    from agent_patterns.local import ROUTES, build_gateway
+    from agent_patterns.local import ROUTES, LocalCrawlWorker, build_gateway
 
     os.environ.setdefault("AUTH_MODE", "local")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -59,10 +59,12 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
     if get_settings().effective_auth_mode != "local":
         print("agent-patterns dev: AUTH_MODE must be 'local' for the dev server", file=sys.stderr)
         return 2
+    worker: LocalCrawlWorker | None = None
     try:
         where = _start_backends()
         asyncio.run(_prepare())
         gateway = build_gateway()
+        worker = LocalCrawlWorker().start()
         base = f"http://{host}:{port}"
         lines = [
             f"agent-patterns dev: llm, search, crawl and streaming on {base}",
@@ -79,6 +81,8 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         pass
     finally:
+        if worker is not None:
+            worker.stop()
         embedded.stop()
         print("agent-patterns dev: stopped", flush=True)
     return 0

@@ -28,11 +28,12 @@ ROUTES: tuple[tuple[str, str], ...] = (
 )
 
 
-def load_function(name: str) -> ModuleType:
-    """Import `functions/<name>/<name>_handler.py` as Lambda would (its folder on sys.path)."""
+def load_function(name: str, entry: str | None = None) -> ModuleType:
+    """Import `functions/<name>/<entry>.py` (default `<name>_handler`) as Lambda would, with its
+    folder on sys.path."""
     if name not in FUNCTIONS:
         raise ValueError(f"unknown function {name!r}: one of {', '.join(FUNCTIONS)}")
-    module_name = f"{name}_handler"
+    module_name = entry or f"{name}_handler"
     if module_name in sys.modules:
         return sys.modules[module_name]
     folder = project_root() / "functions" / name
@@ -103,3 +104,93 @@ class LocalGateway:
 
 def build_gateway() -> LocalGateway:
     return LocalGateway({name: load_function(name).app for name in FUNCTIONS})
+
+
+class LocalLambdaContext:
+    """What a Lambda context offers the handlers, for running them locally."""
+
+    def __init__(self, function_name: str, timeout_s: float = 900.0) -> None:
+        import time
+        import uuid
+
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{function_name}"
+        self.memory_limit_in_mb = 2048
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        import time
+
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def sqs_event(body: dict[str, Any], receive_count: int = 1) -> dict[str, Any]:
+    """An SQS trigger event holding one message, as Lambda's event source mapping sends it."""
+    import uuid
+
+    return {
+        "Records": [
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": "local",
+                "body": json.dumps(body),
+                "attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "0"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:local:000000000000:agent-patterns-crawl",
+                "awsRegion": "local",
+            }
+        ]
+    }
+
+
+class LocalCrawlWorker:
+    """The crawl worker for the dev server: jobs arrive in-process and run one at a time in a
+    thread with its own event loop, through the same handler and message contract as on AWS.
+    A job that keeps failing is dropped after 3 attempts, as the DLQ redrive would."""
+
+    MAX_RECEIVES = 3
+
+    def __init__(self, invocation_timeout_s: float = 900.0) -> None:
+        import queue
+        import threading
+
+        self.timeout_s = invocation_timeout_s
+        self.jobs: queue.Queue[tuple[dict[str, Any], int] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="local-crawl-worker", daemon=True)
+
+    def submit(self, message: dict[str, Any]) -> None:
+        self.jobs.put((message, 1))
+
+    def start(self) -> LocalCrawlWorker:
+        from agent_patterns.backends.sqs import set_local_consumer
+
+        set_local_consumer(self.submit)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        from agent_patterns.backends.sqs import set_local_consumer
+
+        set_local_consumer(None)
+        self.jobs.put(None)
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        from agent_patterns.observability import logger
+
+        worker = load_function("crawl", "crawl_worker")
+        while (item := self.jobs.get()) is not None:
+            message, receives = item
+            event = sqs_event(message, receives)
+            response = worker.handler(event, LocalLambdaContext("crawl-worker", self.timeout_s))
+            if response.get("batchItemFailures"):
+                if receives < self.MAX_RECEIVES:
+                    self.jobs.put((message, receives + 1))
+                else:
+                    logger.error("crawl job failed 3 times; dropped (the DLQ on AWS)", extra={"job": message})

@@ -63,6 +63,25 @@ TENANT_MIGRATIONS: list[Migration] = [
             sql.SQL("CREATE INDEX ON {s}.runs (created_at DESC)").format(s=sql.Identifier(schema)),
         ],
     ),
+    Migration(
+        2,
+        "crawl pages",
+        lambda schema: [
+            sql.SQL(
+                "CREATE TABLE {s}.crawl_pages ("
+                " run_id uuid NOT NULL REFERENCES {s}.runs (run_id) ON DELETE CASCADE,"
+                " position integer NOT NULL,"
+                " url text NOT NULL,"
+                " final_url text,"
+                " status integer,"
+                " title text,"
+                " depth integer NOT NULL,"
+                " links jsonb NOT NULL DEFAULT '[]'::jsonb,"
+                " forms jsonb NOT NULL DEFAULT '[]'::jsonb,"
+                " PRIMARY KEY (run_id, position))"
+            ).format(s=sql.Identifier(schema)),
+        ],
+    ),
 ]
 
 _BOOTSTRAP: list[sql.SQL | sql.Composed] = [

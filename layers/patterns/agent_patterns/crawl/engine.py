@@ -330,8 +330,14 @@ async def _crawl_levels(context: BrowserContext, config: CrawlConfig, state: _St
                 await page.close()
 
 
-def _result(state: _State, config: CrawlConfig, *, error: str | None = None, continuation: bool = False,
-            stopped: str | None = None) -> CrawlResult:
+def _result(
+    state: _State,
+    config: CrawlConfig,
+    *,
+    error: str | None = None,
+    continuation: bool = False,
+    stopped: str | None = None,
+) -> CrawlResult:
     pages = sorted(state.done.values(), key=lambda p: (p["depth"], p["url"]))
     skipped = list(state.skipped) + [{"url": f["url"], "reason": f["reason"]} for f in state.failed.values()]
     links = {dedup_key(link) for p in pages for link in p["links"] if is_http(link)}

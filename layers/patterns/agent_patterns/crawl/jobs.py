@@ -1,0 +1,284 @@
+"""Crawl runs from request to result: start, process job messages, continue, persist.
+
+One job message (SQS on AWS, in-process locally) is `{"kind": "crawl", "run_id", "tenant_id",
+"step"}`; an EventBridge schedule sends `{"kind": "schedule", "tenant_id", "url", "max_pages"}`
+and the run is created when it arrives. Each step runs at most once: a redelivered message
+finds the step's idempotency record, or a finished run, and does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
+
+from agent_patterns import events
+from agent_patterns.backends import connection, get_redis
+from agent_patterns.backends.sqs import send_job
+from agent_patterns.config import get_settings
+from agent_patterns.crawl.engine import run_crawl
+from agent_patterns.crawl.netguard import BlockedAddressError, EgressPolicy
+from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
+from agent_patterns.errors import NotFoundError, ValidationError
+from agent_patterns.runs import get_run, parse_run_id
+from agent_patterns.tenancy import tenant, validate_tenant_id
+
+CHECKPOINT_TTL_S = 6 * 3600
+KIND = "crawl"
+
+
+class AuthRequest(BaseModel):
+    """Login before crawling. Give `password` (sealed at rest) or `password_secret_arn`."""
+
+    login_url: HttpUrl
+    username: str = Field(min_length=1, max_length=256)
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    password_secret_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:secretsmanager:")
+    username_selector: str | None = Field(None, max_length=500)
+    password_selector: str | None = Field(None, max_length=500)
+    submit_selector: str | None = Field(None, max_length=500)
+    success_selector: str | None = Field(None, max_length=500)
+    success_url_contains: str | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AuthRequest:
+        if (self.password is None) == (self.password_secret_arn is None):
+            raise ValueError("give exactly one of password and password_secret_arn")
+        return self
+
+
+class CrawlRequest(BaseModel):
+    url: HttpUrl
+    max_pages: int = Field(MAX_PAGES_LIMIT, ge=1, le=MAX_PAGES_LIMIT)
+    auth: AuthRequest | None = None
+
+
+class JobMessage(BaseModel):
+    kind: Literal["crawl", "schedule"]
+    tenant_id: str
+    run_id: str | None = None
+    step: int = Field(0, ge=0, le=1000)
+    url: HttpUrl | None = None
+    max_pages: int = Field(MAX_PAGES_LIMIT, ge=1, le=MAX_PAGES_LIMIT)
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        return validate_tenant_id(v)
+
+
+def _policy() -> EgressPolicy:
+    return EgressPolicy(get_settings().crawl_allowed_private_hosts)
+
+
+async def validate_request(request: CrawlRequest) -> None:
+    """Refuse what the crawler would refuse anyway, at the door: 422 with the reason."""
+    policy = _policy()
+    targets = [("url", str(request.url))]
+    if request.auth is not None:
+        targets.append(("auth.login_url", str(request.auth.login_url)))
+    for name, url in targets:
+        try:
+            await policy.check_url(url)
+        except BlockedAddressError as exc:
+            raise ValidationError(f"{name}: {exc}; the crawler reaches public addresses only") from exc
+
+
+def _stored_request(request: CrawlRequest) -> dict[str, Any]:
+    """The run's request as stored: a password only sealed, never in the clear."""
+    from agent_patterns.sealing import seal
+
+    data = request.model_dump(mode="json", exclude_none=True)
+    auth = data.get("auth")
+    if auth and "password" in auth:
+        auth["password_sealed"] = seal(auth.pop("password"))
+    return data
+
+
+def public_request(stored: dict[str, Any]) -> dict[str, Any]:
+    """The request as shown to users: no password, sealed or not."""
+    shown: dict[str, Any] = json.loads(json.dumps(stored))
+    if isinstance(shown.get("auth"), dict):
+        shown["auth"].pop("password_sealed", None)
+        shown["auth"].pop("password", None)
+    return shown
+
+
+async def start_run(tenant_id: str, request: CrawlRequest) -> str:
+    """Record a queued crawl run and enqueue its first step; returns run_id."""
+    await validate_request(request)
+    run_id = await events.create_run(tenant_id, KIND, _stored_request(request))
+    await send_job({"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": 0})
+    return run_id
+
+
+def _auth_config(stored: dict[str, Any] | None) -> AuthConfig | None:
+    if not stored:
+        return None
+    from agent_patterns.sealing import unseal
+
+    password = unseal(stored["password_sealed"]) if "password_sealed" in stored else None
+    extra = {
+        k: stored[k]
+        for k in (
+            "username_selector",
+            "password_selector",
+            "submit_selector",
+            "success_selector",
+            "success_url_contains",
+        )
+        if stored.get(k)
+    }
+    return AuthConfig(
+        login_url=stored["login_url"],
+        username=stored["username"],
+        password=password,
+        password_secret_arn=stored.get("password_secret_arn"),
+        **extra,
+    )
+
+
+def checkpoint_key(run_id: str) -> str:
+    return f"run:{parse_run_id(run_id)}:checkpoint"
+
+
+async def process_job(message: dict[str, Any], remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    """Run one step of a crawl. Returns what happened; raises only for messages that can
+    never succeed (they go back to the queue and, after 3 receives, to the DLQ)."""
+    job = JobMessage.model_validate(message)
+    if job.kind == "schedule":
+        if job.url is None:
+            raise ValidationError("schedule message without url")
+        request = CrawlRequest(url=job.url, max_pages=job.max_pages)
+        await validate_request(request)
+        run_id = await events.create_run(job.tenant_id, KIND, {**_stored_request(request), "trigger": "schedule"})
+        job = JobMessage(kind="crawl", tenant_id=job.tenant_id, run_id=run_id, step=0)
+    assert job.run_id is not None
+    return await _run_step(job.tenant_id, parse_run_id(job.run_id), job.step, remaining_ms)
+
+
+async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    record = await get_run(tenant_id, run_id)
+    if record is None:
+        raise NotFoundError(f"run {run_id} of tenant {tenant_id} does not exist")
+    if record.status in ("complete", "error"):
+        return {"run_id": run_id, "step": step, "outcome": f"already {record.status}"}
+    max_pages = int(record.request.get("max_pages", MAX_PAGES_LIMIT))
+    resume: dict[str, Any] | None = None
+    if step == 0:
+        if record.status == "queued":
+            await events.transition(
+                tenant_id, run_id, "running", {"url": None, "pages_crawled": 0, "max_pages": max_pages}
+            )
+    else:
+        raw = await get_redis().get(checkpoint_key(run_id))
+        if raw is None:
+            await _fail(tenant_id, run_id, "the crawl's saved state expired before it could continue")
+            return {"run_id": run_id, "step": step, "outcome": "error"}
+        resume = json.loads(raw)
+
+    async def on_page(url: str, pages_crawled: int) -> None:
+        await events.publish(run_id, "running", {"url": url, "pages_crawled": pages_crawled, "max_pages": max_pages})
+
+    settings = get_settings()
+    stop_at = time.monotonic() + remaining_ms() / 1000 - settings.crawl_invocation_margin_seconds
+    config = CrawlConfig(
+        url=str(record.request["url"]),
+        max_pages=max_pages,
+        auth_config=_auth_config(record.request.get("auth")),
+        concurrency=settings.crawl_concurrency,
+        allowed_private_hosts=settings.crawl_allowed_private_hosts,
+        stop_at=stop_at,
+        resume_state=resume,
+        on_page=on_page,
+    )
+    result = await run_crawl(config)
+    if result.continuation is not None:
+        await get_redis().set(checkpoint_key(run_id), json.dumps(result.continuation), ex=CHECKPOINT_TTL_S)
+        await send_job({"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": step + 1})
+        return {"run_id": run_id, "step": step, "outcome": "continued", "pages_crawled": result.pages_crawled}
+    if result.error_message is not None:
+        await _fail(tenant_id, run_id, result.error_message)
+        return {"run_id": run_id, "step": step, "outcome": "error"}
+    await _store_pages(tenant_id, run_id, result)
+    summary = result.summary()
+    stored = {
+        **summary,
+        "skipped": result.crawl_data["skipped"],
+        "blocked": result.crawl_data["blocked"],
+        "invocations": result.crawl_data["invocations"],
+        "elapsed_s": result.crawl_data["elapsed_s"],
+    }
+    if "stopped" in result.crawl_data:
+        stored["stopped"] = summary["stopped"] = result.crawl_data["stopped"]
+    await events.transition(tenant_id, run_id, "complete", summary, result=stored)
+    await get_redis().delete(checkpoint_key(run_id))
+    return {"run_id": run_id, "step": step, "outcome": "complete", **summary}
+
+
+async def _fail(tenant_id: str, run_id: str, message: str) -> None:
+    await events.transition(tenant_id, run_id, "error", {"message": message}, error_message=message)
+    await get_redis().delete(checkpoint_key(run_id))
+
+
+async def _store_pages(tenant_id: str, run_id: str, result: CrawlResult) -> None:
+    from psycopg import sql
+
+    schema = tenant(tenant_id).schema
+    rows = [
+        (
+            run_id,
+            i,
+            p["url"],
+            p.get("final_url"),
+            p.get("status"),
+            p.get("title"),
+            p["depth"],
+            json.dumps(p["links"]),
+            json.dumps(p["forms"]),
+        )
+        for i, p in enumerate(result.crawl_data["pages"])
+    ]
+    async with connection() as db, db.transaction():
+        await db.execute(
+            sql.SQL("DELETE FROM {}.crawl_pages WHERE run_id = %s").format(sql.Identifier(schema)), (run_id,)
+        )
+        async with db.cursor() as cur:
+            await cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {}.crawl_pages (run_id, position, url, final_url, status, title, depth, links,"
+                    " forms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                ).format(sql.Identifier(schema)),
+                rows,
+            )
+
+
+async def crawl_report(tenant_id: str, run_id: str) -> dict[str, Any]:
+    """A run's status, request (without secrets), result and pages, for GET /v1/crawls/{id}."""
+    from psycopg import sql
+    from psycopg.rows import dict_row
+
+    record = await get_run(tenant_id, run_id)
+    if record is None or record.kind != KIND:
+        raise NotFoundError(f"crawl run {run_id} not found")
+    async with connection() as db:
+        cur = db.cursor(row_factory=dict_row)
+        await cur.execute(
+            sql.SQL(
+                "SELECT url, final_url, status, title, depth, links, forms FROM {}.crawl_pages"
+                " WHERE run_id = %s ORDER BY position"
+            ).format(sql.Identifier(tenant(tenant_id).schema)),
+            (record.run_id,),
+        )
+        pages = await cur.fetchall()
+    report = asdict(record)
+    report.pop("tenant_id")
+    report["request"] = public_request(record.request)
+    report["created_at"] = record.created_at.isoformat()
+    report["updated_at"] = record.updated_at.isoformat()
+    report["pages"] = pages
+    return report
