@@ -288,7 +288,7 @@ async def _crawl_levels(context: BrowserContext, config: CrawlConfig, state: _St
                 queue.put_nowait(entry)
             stop: list[str] = []
 
-            async def worker(page: Page) -> None:
+            async def worker(page: Page, queue: asyncio.Queue[dict[str, Any]], stop: list[str]) -> None:
                 while not queue.empty():
                     now = time.monotonic()
                     # Every invocation crawls at least one page, so continuations always progress.
@@ -313,7 +313,7 @@ async def _crawl_levels(context: BrowserContext, config: CrawlConfig, state: _St
                     if config.on_page is not None:
                         await config.on_page(entry["url"], len(state.done))
 
-            await asyncio.gather(*(worker(p) for p in pages))
+            await asyncio.gather(*(worker(p, queue, stop) for p in pages))
             if stop:
                 if "time limit" in stop:
                     for entry in state.level:

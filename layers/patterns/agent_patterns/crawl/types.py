@@ -20,7 +20,7 @@ class AuthConfig:
     password: str | None = field(default=None, repr=False)
     password_secret_arn: str | None = None
     username_selector: str = "input[name=username], input[type=email], input[name=email]"
-    password_selector: str = "input[type=password]"
+    password_selector: str = "input[type=password]"  # noqa: S105 - a CSS selector
     submit_selector: str = "button[type=submit], input[type=submit]"
     success_selector: str | None = None
     success_url_contains: str | None = None
