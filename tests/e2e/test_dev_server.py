@@ -26,9 +26,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def dev_env(data_dir: Path) -> dict[str, str]:
+def dev_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "AUTH_SECRET")}
     env["AGENT_PATTERNS_DATA_DIR"] = str(data_dir)
+    env.update(extra)
     return env
 
 
@@ -42,12 +43,12 @@ def backend_processes(data_dir: Path) -> list[psutil.Process]:
 
 
 @contextmanager
-def dev_server(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def dev_server(data_dir: Path, **extra_env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
     proc = subprocess.Popen(
         ["uv", "run", "--no-sync", "agent-patterns", "dev", "--port", str(port)],
         cwd=ROOT,
-        env=dev_env(data_dir),
+        env=dev_env(data_dir, **extra_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -120,3 +121,45 @@ def test_dev_server_serves_every_function_stops_cleanly_and_keeps_data(tmp_path:
         assert redis.Redis.from_url(banner_url(proc, "redis")).get("survives") == b"restart"
         # The second run keeps the first run's signing secret, so old tokens stay valid.
         assert token(data_dir, "acme").split(".")[0] == bearer.split(".")[0]
+
+
+def test_crawl_command_follows_a_local_crawl_to_its_summary(tmp_path: Path) -> None:
+    """The whole local path: CLI → crawl API → local queue → worker → run events → SSE → CLI."""
+    from tests.conftest import LiveServer
+    from tests.crawl_site import build_site, counting_site
+
+    other_app, _ = counting_site()
+    with LiveServer(other_app) as other:
+        site_app, _ = build_site(other_origin=other.url, private_origin=other.url, slow_seconds=0.1)
+        with LiveServer(site_app) as site:
+            allow = {"CRAWL_ALLOWED_PRIVATE_HOSTS_UNSAFE": f"127.0.0.1:{site.port}"}
+            data_dir = tmp_path / "data"
+            with dev_server(data_dir, **allow) as (base, _):
+                out = subprocess.run(
+                    [
+                        "uv",
+                        "run",
+                        "--no-sync",
+                        "agent-patterns",
+                        "crawl",
+                        site.url + "/",
+                        "--max-pages",
+                        "5",
+                        "--follow",
+                        "--api",
+                        base,
+                        "--tenant",
+                        "acme",
+                    ],
+                    cwd=ROOT,
+                    env=dev_env(data_dir),
+                    capture_output=True,
+                    text=True,
+                    timeout=180,
+                )
+    assert out.returncode == 0, out.stdout + out.stderr
+    progress = [line for line in out.stderr.splitlines() if line.startswith("[")]
+    assert progress and progress[-1].startswith("[" + "#" * 30 + "] 5/5")
+    assert "complete in" in out.stdout
+    table = {line[:15].strip(): line[15:].strip() for line in out.stdout.splitlines() if line.startswith("  ")}
+    assert table["pages"] == "5" and int(table["links"]) > 0 and table["blocked URLs"].isdigit()

@@ -16,6 +16,11 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a bearer token for a tenant on the local server")
     token.add_argument("--tenant", required=True, help="tenant id: a-z, 0-9 and _, starting with a letter")
     token.add_argument("--ttl", type=int, default=30 * 86_400, help="lifetime in seconds (default 30 days)")
+    crawl = sub.add_parser("crawl", help="start a crawl; --follow shows its progress live")
+    crawl.add_argument("url")
+    crawl.add_argument("--max-pages", type=int, default=None, help="1-100 (default 100)")
+    crawl.add_argument("--follow", action="store_true", help="show live progress and a summary at the end")
+    _api_options(crawl)
     ev = sub.add_parser("events", help="print a run's events as they happen, until it ends")
     ev.add_argument("run_id")
     _api_options(ev)
@@ -52,6 +57,62 @@ def _events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = min(width, round(width * done / total)) if total else 0
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def _crawl(args: argparse.Namespace) -> int:
+    import time
+
+    from agent_patterns.client import ApiError, follow_events, get_crawl, resolve_token, start_crawl
+
+    token = resolve_token(args.token, args.tenant)
+    try:
+        started = start_crawl(args.api, token, args.url, args.max_pages)
+    except ApiError as exc:
+        print(f"agent-patterns crawl: {exc}", file=sys.stderr)
+        return 1
+    run_id = started["run_id"]
+    print(f"run {run_id} {started['status']}")
+    if not args.follow:
+        print(f"events: {started['events_url']}?token={started['stream_token']}")
+        return 0
+    began = time.monotonic()
+    live = sys.stderr.isatty()
+    last = None
+    try:
+        for event in follow_events(args.api, run_id, started["stream_token"], events_url=started["events_url"]):
+            p = event.payload
+            if event.type == "running" and p.get("url"):
+                line = f"{_bar(int(p.get('pages_crawled', 0)), int(p.get('max_pages', 0)))}  {p['url']}"
+                print(("\r\033[K" if live else "") + line, end="" if live else "\n", file=sys.stderr, flush=True)
+            last = event
+    except ApiError as exc:
+        print(f"\nagent-patterns crawl: {exc}", file=sys.stderr)
+        return 1
+    if live:
+        print(file=sys.stderr)
+    if last is None or last.type == "error":
+        message = last.payload.get("message") if last else "the stream ended without a result"
+        print(f"run {run_id} failed: {message}")
+        return 1
+    report = get_crawl(args.api, token, run_id)
+    result = report.get("result") or {}
+    rows = [
+        ("pages", result.get("pages_crawled", 0)),
+        ("forms", result.get("forms_found", 0)),
+        ("links", result.get("links_found", 0)),
+        ("blocked URLs", len(result.get("blocked", []))),
+    ]
+    print(f"run {run_id} complete in {time.monotonic() - began:.1f} s")
+    for name, value in rows:
+        print(f"  {name:<13} {value:>6}")
+    for blocked in result.get("blocked", [])[:20]:
+        print(f"  blocked  {blocked['url']}  ({blocked['reason']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
@@ -70,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "events":
         return _events(args)
+    if args.command == "crawl":
+        return _crawl(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

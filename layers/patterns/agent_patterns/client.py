@@ -52,7 +52,13 @@ def resolve_token(token: str | None, tenant: str | None) -> str | None:
 
 
 def follow_events(
-    api: str, run_id: str, token: str | None, *, after: str | None = None, max_reconnects: int = 50
+    api: str,
+    run_id: str,
+    token: str | None,
+    *,
+    after: str | None = None,
+    max_reconnects: int = 50,
+    events_url: str | None = None,
 ) -> Iterator[StreamEvent]:
     """Every event of the run from `after` on, once each; heartbeats are skipped. Ends after a
     terminal event, or when the server says there is nothing more (204)."""
@@ -64,7 +70,8 @@ def follow_events(
         while True:
             headers = {"Last-Event-ID": last_id} if last_id else {}
             try:
-                with http.stream("GET", f"{api}/v1/runs/{run_id}/events", params=params, headers=headers) as r:
+                url = events_url or f"{api}/v1/runs/{run_id}/events"
+                with http.stream("GET", url, params=params, headers=headers) as r:
                     if r.status_code == 204:
                         return
                     if r.status_code >= 400:

@@ -126,16 +126,7 @@ async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -
         await page.fill(auth.username_selector, auth.username, timeout=timeout_ms)
         await page.fill(auth.password_selector, password, timeout=timeout_ms)
         await page.click(auth.submit_selector, timeout=timeout_ms)
-        wait_ms = auth.timeout_s * 1000
-        if auth.success_selector:
-            await page.wait_for_selector(auth.success_selector, timeout=wait_ms)
-        elif auth.success_url_contains:
-            needle = auth.success_url_contains
-            await page.wait_for_url(lambda u: needle in u, timeout=wait_ms)
-        else:
-            await page.wait_for_load_state("load", timeout=wait_ms)
-            if await page.locator(auth.password_selector).count():
-                raise LoginError("login failed: the login form is still shown after submitting")
+        await _await_login(page, auth)
     except LoginError:
         raise
     except Exception as exc:
@@ -149,6 +140,33 @@ async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -
 
 class LoginError(Exception):
     pass
+
+
+LOGIN_FORM_GRACE_S = 3.0
+
+
+async def _await_login(page: Page, auth: AuthConfig) -> None:
+    """Wait for the success check; fail early when the login form is still there a few seconds
+    after submitting (wrong credentials), instead of waiting out the whole timeout."""
+    submitted = time.monotonic()
+    deadline = submitted + auth.timeout_s
+    while True:
+        succeeded, form_shown = False, False
+        with contextlib.suppress(Exception):  # the page may be mid-navigation: probe again
+            if auth.success_selector:
+                succeeded = await page.locator(auth.success_selector).count() > 0
+            elif auth.success_url_contains:
+                succeeded = auth.success_url_contains in page.url
+            form_shown = await page.locator(auth.password_selector).count() > 0
+            if not auth.success_selector and not auth.success_url_contains:
+                succeeded = not form_shown
+        if succeeded:
+            return
+        if form_shown and time.monotonic() - submitted > min(LOGIN_FORM_GRACE_S, auth.timeout_s):
+            raise LoginError("login failed: the login form is still shown after submitting")
+        if time.monotonic() > deadline:
+            raise LoginError(f"login failed: the success check was not met within {auth.timeout_s:g} s")
+        await asyncio.sleep(0.2)
 
 
 async def _restore_storage(context: BrowserContext, storage: dict[str, Any] | None) -> None:
