@@ -1,9 +1,10 @@
 """Breadth-first crawl of one origin with Playwright and Chromium.
 
-Level-synchronous BFS: the pages of one depth are crawled in parallel (one browser, one
-context, `concurrency` tabs), and the next level is built from their links in page order, not
-completion order. The page set is therefore deterministic, which is what lets a crawl that
-was cut short and continued in another invocation end with exactly the pages an
+One ordered frontier in BFS order, crawled by `concurrency` tabs of one browser. A page's
+links join the frontier only once every page before it has finished, so the frontier's order
+(and with `max_pages` the page set) is exactly that of a level-by-level BFS, whatever order
+pages finish in; yet no tab waits for a level to end. Because the page set is deterministic,
+a crawl cut short and continued in another invocation ends with exactly the pages an
 uninterrupted crawl would have.
 """
 
@@ -57,7 +58,8 @@ def launch_args(proxy_url: str) -> list[str]:
 class _State:
     """Everything a continuation needs; JSON-serializable."""
 
-    level: list[dict[str, Any]]  # entries {url, key, depth} of the current depth, in BFS order
+    order: list[dict[str, Any]]  # every entry {url, key, depth} ever enqueued, in BFS order
+    expanded: int = 0  # entries of `order` whose links have joined the frontier
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> page record
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {url, reason}
     seen: dict[str, str] = field(default_factory=dict)  # key -> the URL enqueued for it
@@ -70,14 +72,13 @@ class _State:
     @classmethod
     def start(cls, url: str) -> _State:
         key = dedup_key(url)
-        return cls(level=[{"url": fetch_url(url), "key": key, "depth": 0}], seen={key: fetch_url(url)})
+        return cls(order=[{"url": fetch_url(url), "key": key, "depth": 0}], seen={key: fetch_url(url)})
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
-    @property
-    def attempted(self) -> int:
-        return len(self.done) + len(self.failed)
+    def finished(self, key: str) -> bool:
+        return key in self.done or key in self.failed
 
 
 def _skip(state: _State, url: str, reason: str) -> None:
@@ -85,11 +86,14 @@ def _skip(state: _State, url: str, reason: str) -> None:
         state.skipped.append({"url": url, "reason": reason})
 
 
-def _next_level(state: _State, config: CrawlConfig, start_url: str) -> list[dict[str, Any]]:
+def _expand(state: _State, config: CrawlConfig, start_url: str) -> int:
+    """Add the links of finished pages to the frontier, strictly in frontier order; returns how
+    many entries were added."""
+    added = 0
     seen = state.seen
-    nxt: list[dict[str, Any]] = []
-    budget = config.max_pages - state.attempted
-    for entry in state.level:
+    while state.expanded < len(state.order) and state.finished(state.order[state.expanded]["key"]):
+        entry = state.order[state.expanded]
+        state.expanded += 1
         page = state.done.get(entry["key"])
         if page is None or page.get("redirected_off_origin"):
             continue
@@ -105,11 +109,12 @@ def _next_level(state: _State, config: CrawlConfig, start_url: str) -> list[dict
                     _skip(state, link, "duplicate")
                 continue
             seen[key] = fetch_url(link)
-            if len(nxt) >= budget:
+            if len(state.order) >= config.max_pages:
                 _skip(state, link, "limit reached")
                 continue
-            nxt.append({"url": fetch_url(link), "key": key, "depth": entry["depth"] + 1})
-    return nxt
+            state.order.append({"url": fetch_url(link), "key": key, "depth": entry["depth"] + 1})
+            added += 1
+    return added
 
 
 async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -> None:
@@ -251,7 +256,7 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                 if config.auth_config is not None and state.storage is None:
                     await _login(context, config.auth_config, config.page_timeout_s * 1000)
                     state.storage = await context.storage_state()  # type: ignore[assignment]
-                stop_reason = await _crawl_levels(context, config, state, started)
+                stop_reason = await _crawl_frontier(context, config, state, started)
                 if stop_reason == "continue" and config.auth_config is not None:
                     state.storage = await context.storage_state()  # type: ignore[assignment]
             except LoginError as exc:
@@ -291,61 +296,95 @@ def _guard(config: CrawlConfig, state: _State) -> Any:
     return guard
 
 
-async def _crawl_levels(context: BrowserContext, config: CrawlConfig, state: _State, started: float) -> str | None:
+async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _State, started: float) -> str | None:
     """Crawl until done; returns None (finished), "continue" (out of invocation time) or
     "time limit" (the run's total time is used up)."""
     from playwright.async_api import Error as PlaywrightError
 
-    pages = [await context.new_page() for _ in range(config.concurrency)]
-    progressed: list[str] = []  # pages started in this invocation
-    try:
-        while state.level:
-            pending = [e for e in state.level if e["key"] not in state.done and e["key"] not in state.failed]
-            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-            for entry in pending:
-                queue.put_nowait(entry)
-            stop: list[str] = []
+    pending = [e for e in state.order if not state.finished(e["key"])]
+    cursor = 0  # next entry of `pending` to start
+    in_flight = 0
+    progressed = 0  # pages started in this invocation
+    stop: list[str] = []
+    changed = asyncio.Condition()
+    pages: list[Page] = []
 
-            async def worker(page: Page, queue: asyncio.Queue[dict[str, Any]], stop: list[str]) -> None:
-                while not queue.empty():
-                    now = time.monotonic()
-                    # Every invocation crawls at least one page, so continuations always progress.
-                    if config.stop_at is not None and now >= config.stop_at and progressed:
-                        stop.append("continue")
-                        return
-                    if state.elapsed_s + (now - started) >= config.total_time_limit_s:
-                        stop.append("time limit")
-                        return
-                    entry = queue.get_nowait()
-                    progressed.append(entry["key"])
-                    try:
-                        state.done[entry["key"]] = await _crawl_one(page, entry, config, config.url)
-                    except BlockedAddressError as exc:
-                        state.failed[entry["key"]] = {"url": entry["url"], "reason": f"blocked address: {exc}"}
-                    except PlaywrightError as exc:
-                        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                        reason = "timeout" if "Timeout" in first else f"error: {first}"
-                        if "ERR_TUNNEL_CONNECTION_FAILED" in first:
-                            reason = "blocked address"
-                        state.failed[entry["key"]] = {"url": entry["url"], "reason": reason}
-                    if config.on_page is not None:
-                        await config.on_page(entry["url"], len(state.done))
-
-            await asyncio.gather(*(worker(p, queue, stop) for p in pages))
-            if stop:
-                if "time limit" in stop:
-                    for entry in state.level:
-                        if entry["key"] not in state.done and entry["key"] not in state.failed:
-                            _skip(state, entry["url"], "limit reached (total time)")
-                    state.level = []
-                    return "time limit"
-                return "continue"
-            state.level = _next_level(state, config, config.url)
+    def over_time() -> str | None:
+        now = time.monotonic()
+        if config.stop_at is not None and now >= config.stop_at and progressed:
+            return "continue"  # every invocation crawls at least one page, so continuations progress
+        if state.elapsed_s + (now - started) >= config.total_time_limit_s:
+            return "time limit"
         return None
+
+    async def next_entry() -> dict[str, Any] | None:
+        nonlocal cursor, in_flight, progressed
+        async with changed:
+            while True:
+                if stop:
+                    return None
+                if cursor < len(pending):
+                    reason = over_time()
+                    if reason:
+                        stop.append(reason)
+                        changed.notify_all()
+                        return None
+                    entry = pending[cursor]
+                    cursor += 1
+                    in_flight += 1
+                    progressed += 1
+                    return entry
+                if in_flight == 0:  # nothing running could add more: the crawl is complete
+                    changed.notify_all()
+                    return None
+                await changed.wait()
+
+    async def finish(entry: dict[str, Any], record: dict[str, Any] | None, failure: str | None) -> None:
+        nonlocal in_flight
+        async with changed:
+            if record is not None:
+                state.done[entry["key"]] = record
+            else:
+                state.failed[entry["key"]] = {"url": entry["url"], "reason": failure or "error"}
+            in_flight -= 1
+            before = len(state.order)
+            _expand(state, config, config.url)
+            pending.extend(state.order[before:])
+            changed.notify_all()
+
+    async def worker() -> None:
+        # Own tabs only: the context's first tab stays open until the context closes, because
+        # Chromium ends the session (dropping session cookies) when its last tab closes.
+        page = await context.new_page()
+        pages.append(page)
+        while (entry := await next_entry()) is not None:
+            record, failure = None, None
+            try:
+                record = await _crawl_one(page, entry, config, config.url)
+            except BlockedAddressError as exc:
+                failure = f"blocked address: {exc}"
+            except PlaywrightError as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                failure = "timeout" if "Timeout" in first_line else f"error: {first_line}"
+                if "ERR_TUNNEL_CONNECTION_FAILED" in first_line:
+                    failure = "blocked address"
+            await finish(entry, record, failure)
+            if config.on_page is not None:
+                await config.on_page(entry["url"], len(state.done))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(config.concurrency)))
     finally:
         for page in pages:
             with contextlib.suppress(Exception):
                 await page.close()
+    if "time limit" in stop:
+        for entry in pending[cursor:]:
+            _skip(state, entry["url"], "limit reached (total time)")
+        return "time limit"
+    if stop:
+        return "continue"
+    return None
 
 
 def _result(
@@ -356,7 +395,7 @@ def _result(
     continuation: bool = False,
     stopped: str | None = None,
 ) -> CrawlResult:
-    pages = sorted(state.done.values(), key=lambda p: (p["depth"], p["url"]))
+    pages = [state.done[e["key"]] for e in state.order if e["key"] in state.done]  # BFS order
     skipped = list(state.skipped) + [{"url": f["url"], "reason": f["reason"]} for f in state.failed.values()]
     links = {dedup_key(link) for p in pages for link in p["links"] if is_http(link)}
     crawl_data: dict[str, Any] = {
