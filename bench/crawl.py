@@ -21,16 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+from agent_patterns.browser import BASE_ARGS
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM_ARGS = list(BASE_ARGS)
 
 
 async def crawl_ours(url: str, pages: int, concurrency: int) -> int:

@@ -9,21 +9,13 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from agent_patterns import events
-from agent_patterns.browser import chromium_executable
+from agent_patterns.browser import BASE_ARGS, chromium_executable
 from agent_patterns.config import reset_settings
 from agent_patterns.local import load_function
 from agent_patterns.tenancy import issue_stream_token
 from tests.conftest import LiveServer
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM_ARGS = list(BASE_ARGS)
 
 
 @pytest.fixture(scope="module")

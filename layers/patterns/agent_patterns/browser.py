@@ -11,6 +11,19 @@ import shutil
 from pathlib import Path
 
 SYSTEM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# Flags for headless Chromium on servers and in Lambda: no sandbox (Lambda runs as root without
+# user namespaces), no GPU, no /dev/shm, and none of the background traffic a desktop browser makes.
+BASE_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--no-first-run",
+    "--mute-audio",
+)
 
 
 def chromium_executable() -> str | None:

@@ -30,6 +30,33 @@ def format_heartbeat(run_id: str) -> str:
     return f"data: {body}\n\n"
 
 
+class _OneByOne:
+    """Gives any async iterator of events the batch interface of feeds.Subscription. The read in
+    progress is kept across heartbeat timeouts: nothing is cancelled mid-read."""
+
+    def __init__(self, events: AsyncIterator[RunEvent]) -> None:
+        self._iterator = aiter(events)
+        self._pending: asyncio.Future[RunEvent] | None = None
+
+    async def next_batch(self, wait: float | None = None) -> list[RunEvent]:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self._iterator))
+        done, _ = await asyncio.wait({self._pending}, timeout=wait)
+        if not done:
+            return []
+        pending, self._pending = self._pending, None
+        return [pending.result()]  # StopAsyncIteration ends the stream
+
+    async def aclose(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pending
+        closer = getattr(self._iterator, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
 async def sse_stream(
     events: AsyncIterator[RunEvent],
     run_id: str,
@@ -38,54 +65,12 @@ async def sse_stream(
     retry_ms: int = 2000,
 ) -> AsyncIterator[str]:
     """The SSE text of `events`, with heartbeats on silence; ends after a terminal event, when
-    `events` ends, or after `max_duration` seconds (a clean close the client resumes from)."""
+    `events` ends, or after `max_duration` seconds (a clean close the client resumes from).
+
+    Sources that hand over every ready event at once (feeds.Subscription) get one write per
+    batch and heartbeats from a cheap queue timeout; any other async iterator is adapted."""
     deadline = None if max_duration is None else time.monotonic() + max_duration
-    if hasattr(events, "next_batch"):
-        async for chunk in _batched(events, run_id, heartbeat_interval, deadline, retry_ms):
-            yield chunk
-        return
-    iterator = aiter(events)
-    pending: asyncio.Future[RunEvent] | None = None
-    yield f"retry: {retry_ms}\n\n"
-    try:
-        while True:
-            wait = heartbeat_interval
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    return
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            # Waiting on the same pending read across heartbeats: nothing is cancelled mid-read.
-            done, _ = await asyncio.wait({pending}, timeout=wait)
-            if not done:
-                if deadline is None or time.monotonic() < deadline:
-                    yield format_heartbeat(run_id)
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                return
-            finally:
-                pending = None
-            yield format_event(event)
-            if event.terminal:
-                return
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        closer = getattr(iterator, "aclose", None)
-        if closer is not None:
-            await closer()
-
-
-async def _batched(
-    source: Any, run_id: str, heartbeat_interval: float, deadline: float | None, retry_ms: int
-) -> AsyncIterator[str]:
-    """Fast path for sources that hand over every ready event at once (feeds.Subscription):
-    one write per batch, and heartbeats from a cheap queue timeout instead of a task per event."""
+    source: Any = events if hasattr(events, "next_batch") else _OneByOne(events)
     yield f"retry: {retry_ms}\n\n"
     try:
         while True:
@@ -102,7 +87,7 @@ async def _batched(
                 if deadline is None or time.monotonic() < deadline:
                     yield format_heartbeat(run_id)
                 continue
-            yield "".join(f"id: {e.id}\ndata: {e.wire}\n\n" for e in batch)
+            yield "".join(format_event(e) for e in batch)
             if batch[-1].terminal:
                 return
     finally:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_patterns.browser import BASE_ARGS
 from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, EgressPolicy, EgressProxy
 from agent_patterns.crawl.types import AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import dedup_key, fetch_url, is_http, same_origin
@@ -39,15 +40,7 @@ def launch_args(proxy_url: str) -> list[str]:
         "--disable-quic",
         "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
         "--webrtc-ip-handling-policy=disable_non_proxied_udp",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--no-first-run",
-        "--mute-audio",
+        *BASE_ARGS,
     ]
     if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:  # Lambda: no zygote, no multiprocess sandbox
         args += ["--single-process", "--no-zygote", "--disable-setuid-sandbox", "--in-process-gpu"]
