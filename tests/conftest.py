@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,36 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def stub_server() -> Iterator[tuple[Any, LiveServer]]:
+    """Stub OpenAI and Anthropic APIs on localhost (tests/llm_stub.py)."""
+    from tests.llm_stub import StubProviders
+
+    stub = StubProviders()
+    with LiveServer(stub.app()) as live:
+        yield stub, live
+
+
+@pytest.fixture
+async def stub(stub_server: tuple[Any, LiveServer], settings_env: pytest.MonkeyPatch) -> Any:
+    """The stub providers, reset, with the SDKs pointed at them and short timeouts."""
+    from agent_patterns.backends import get_redis
+    from agent_patterns.config import reset_settings
+    from agent_patterns.llm import cache
+    from agent_patterns.llm.providers import reset_clients
+
+    providers, live = stub_server
+    providers.reset()
+    settings_env.setenv("OPENAI_API_KEY", "sk-test-openai")
+    settings_env.setenv("OPENAI_BASE_URL", f"{live.url}/v1")
+    settings_env.setenv("ANTHROPIC_API_KEY", "sk-test-anthropic")
+    settings_env.setenv("ANTHROPIC_BASE_URL", live.url)
+    settings_env.setenv("LLM_ATTEMPT_TIMEOUT_SECONDS", "1")
+    settings_env.setenv("LLM_TOTAL_TIMEOUT_SECONDS", "6")
+    reset_settings()
+    reset_clients()
+    cache.memory.clear()
+    await get_redis().delete("llm:breaker:openai:failures", "llm:breaker:openai:open")
+    return providers

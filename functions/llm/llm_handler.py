@@ -1,7 +1,63 @@
-"""llm function: `POST /v1/llm/complete` behind API Gateway (Mangum)."""
+"""llm function: `POST /v1/llm/complete` behind API Gateway (Mangum), SnapStart-ready."""
 
-from agent_patterns.web import create_app, lambda_handler, not_implemented_route
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent_patterns.config import get_settings
+from agent_patterns.llm import call_llm
+from agent_patterns.web import CurrentTenant, create_app, lambda_handler
+
+
+class CompleteRequest(BaseModel):
+    prompt: str = Field(min_length=1)
+    agent_type: str = Field("default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    model: str | None = Field(None, max_length=64, description="a model alias (default: the agent type's)")
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    system: str | None = None
+
 
 app = create_app("llm")
-not_implemented_route(app, "POST", "/v1/llm/complete", "the llm function")
+
+
+@app.post("/v1/llm/complete")
+async def complete(body: CompleteRequest, who: CurrentTenant) -> dict[str, Any]:
+    result = await call_llm(
+        body.prompt,
+        who.id,
+        get_settings().llm_daily_token_budget,
+        body.agent_type,
+        model=body.model,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        system=body.system,
+    )
+    return {
+        "content": result.content,
+        "tokens_used": result.tokens_used,
+        "cost_usd": result.cost_usd,
+        "cached": result.cached,
+        "provider": result.provider,
+        "model": result.model,
+    }
+
+
+def _after_restore() -> None:
+    """SnapStart: sockets in the snapshot are dead after a restore; make new clients."""
+    from agent_patterns.backends import reset_postgres, reset_redis
+    from agent_patterns.llm.providers import reset_clients
+
+    reset_redis()
+    reset_postgres()
+    reset_clients()
+
+
+try:  # present in the Lambda Python runtime (SnapStart hooks); absent elsewhere
+    from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
+
+    register_after_restore(_after_restore)
+except ImportError:
+    pass
+
 handler = lambda_handler(app)

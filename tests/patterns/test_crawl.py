@@ -169,7 +169,7 @@ async def test_a_continued_crawl_ends_with_the_uninterrupted_page_set(sites: Sit
         assert not result.succeeded
         state = result.continuation
         assert invocations < 60
-    assert invocations > 2
+    assert invocations > 1  # really continued: /slow alone outlasts one invocation's budget
     assert result.crawl_data["invocations"] == invocations
     assert urls(result) == urls(full)
     assert {(p["url"], p["depth"]) for p in result.crawl_data["pages"]} == {

@@ -70,9 +70,27 @@ class Settings(BaseSettings):
         60.0, ge=5, description="Stop starting pages this long before the invocation's time runs out."
     )
     stream_base_url: str | None = Field(None, description="Public base URL of the streaming function.")
+    llm_models: str = Field("", description='JSON: model aliases, e.g. {"fast": {"openai": "gpt-4o-mini"}}.')
+    llm_agent_models: str = Field("", description='JSON: agent type -> model alias, e.g. {"summarizer": "fast"}.')
+    llm_cache_ttl_seconds: int = Field(86_400, ge=1)
+    llm_memory_cache_size: int = Field(1024, ge=0)
+    llm_memory_cache_ttl_seconds: float = Field(300.0, ge=0)
+    llm_daily_token_budget: int = Field(1_000_000, ge=0, description="Tokens per tenant per UTC day (HTTP API).")
+    llm_budget_fail_open: bool = Field(False, description="Allow calls when the budget store is down.")
+    llm_max_tokens_limit: int = Field(4096, ge=1)
+    llm_max_prompt_chars: int = Field(100_000, ge=1)
+    llm_total_timeout_seconds: float = Field(25.0, gt=0, description="All attempts on all providers.")
+    llm_attempt_timeout_seconds: float = Field(20.0, gt=0)
+    llm_max_attempts: int = Field(3, ge=1, le=10, description="Attempts per provider.")
+    llm_breaker_threshold: int = Field(5, ge=1)
+    llm_breaker_window_seconds: int = Field(60, ge=1)
+    llm_breaker_cooldown_seconds: int = Field(30, ge=1)
+    llm_singleflight_wait_seconds: float = Field(25.0, ge=0)
     openai_api_key: SecretStr | None = None
+    openai_api_key_secret_arn: str | None = None
     openai_base_url: str | None = None
     anthropic_api_key: SecretStr | None = None
+    anthropic_api_key_secret_arn: str | None = None
     anthropic_base_url: str | None = None
 
     @property

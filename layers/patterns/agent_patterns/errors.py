@@ -80,3 +80,18 @@ class BackendUnavailableError(AgentPatternsError):
 
     def __init__(self, message: str, *, retry_after: int = 5, **details: Any) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)}, **details)
+
+
+class BudgetExceededError(RateLimitedError):
+    code = "budget_exceeded"
+
+
+class ProvidersUnavailableError(AgentPatternsError):
+    status_code = 503
+    code = "providers_unavailable"
+
+
+class ProviderRequestError(ValidationError):
+    """The provider refused the request itself (400/404/422, content policy): no retry, no fallback."""
+
+    code = "provider_rejected"

@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg import sql
-from psycopg.rows import dict_row
-
 from agent_patterns.backends import connection
-from agent_patterns.backends.migrations import create_tenant_schema
 from agent_patterns.errors import ValidationError
 from agent_patterns.tenancy import tenant
 
@@ -46,6 +42,10 @@ def parse_run_id(run_id: str) -> str:
 
 
 async def insert_run(tenant_id: str, kind: str, request: dict[str, Any] | None = None) -> str:
+    from psycopg import sql  # psycopg loads on first use, not at INIT: it is ~200 ms of import
+
+    from agent_patterns.backends.migrations import create_tenant_schema
+
     t = tenant(tenant_id)
     run_id = str(uuid.uuid4())
     async with connection() as db:
@@ -69,6 +69,10 @@ async def update_run(
 ) -> None:
     if status not in RUN_STATUSES:
         raise ValidationError(f"invalid run status {status!r}: one of {', '.join(RUN_STATUSES)}")
+    from psycopg import sql
+
+    from agent_patterns.backends.migrations import create_tenant_schema
+
     t = tenant(tenant_id)
     async with connection() as db:
         await create_tenant_schema(db, t.schema)
@@ -86,6 +90,11 @@ async def update_run(
 
 
 async def get_run(tenant_id: str, run_id: str) -> RunRecord | None:
+    from psycopg import sql
+    from psycopg.rows import dict_row
+
+    from agent_patterns.backends.migrations import create_tenant_schema
+
     t = tenant(tenant_id)
     rid = parse_run_id(run_id)
     async with connection() as db:

@@ -1,0 +1,48 @@
+"""A circuit breaker for the primary provider, shared by all execution environments (Redis).
+
+`threshold` failed calls within `window` seconds open it for `cooldown` seconds: callers go
+straight to the fallback instead of waiting out retries. After the cooldown one call tries the
+primary again; a success closes it, a failure opens it again.
+"""
+
+from __future__ import annotations
+
+from agent_patterns.backends import get_redis
+from agent_patterns.config import get_settings
+from agent_patterns.llm.cache import is_backend_error
+
+
+def _keys(provider: str) -> tuple[str, str]:
+    return f"llm:breaker:{provider}:failures", f"llm:breaker:{provider}:open"
+
+
+async def is_open(provider: str) -> bool:
+    try:
+        return bool(await get_redis().exists(_keys(provider)[1]))
+    except Exception as exc:
+        if not is_backend_error(exc):
+            raise
+        return False  # no shared state: behave as closed
+
+
+async def record_failure(provider: str) -> None:
+    settings = get_settings()
+    failures, opened = _keys(provider)
+    try:
+        count = int(await get_redis().incr(failures))
+        if count == 1:  # the window starts with the first failure (EXPIRE NX needs Redis 7)
+            await get_redis().expire(failures, settings.llm_breaker_window_seconds)
+        if count >= settings.llm_breaker_threshold:
+            await get_redis().set(opened, "1", ex=settings.llm_breaker_cooldown_seconds)
+            await get_redis().delete(failures)
+    except Exception as exc:
+        if not is_backend_error(exc):
+            raise
+
+
+async def record_success(provider: str) -> None:
+    try:
+        await get_redis().delete(*_keys(provider))
+    except Exception as exc:
+        if not is_backend_error(exc):
+            raise

@@ -1,0 +1,254 @@
+"""OpenAI first, Anthropic as fallback, through the official async SDKs and one retry loop.
+
+The SDKs' own retries are off (max_retries=0): retries here honour Retry-After, stay inside one
+total time budget, and never multiply with a second loop. Each SDK is imported the first time
+it is needed: a cache hit or a budget refusal imports neither, and Anthropic is loaded only for
+a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent_patterns.config import get_settings
+from agent_patterns.errors import ConfigurationError, ProviderRequestError, ProvidersUnavailableError
+from agent_patterns.llm import breaker
+from agent_patterns.llm.routing import Route
+from agent_patterns.observability import logger
+
+RETRYABLE_STATUS = {408, 409, 429}
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    provider: str
+    model: str
+    input_tokens: int  # uncached, unwritten input tokens
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def tokens_used(self) -> int:
+        return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    system: str | None
+    max_tokens: int
+    temperature: float
+
+
+_clients: dict[str, Any] = {}
+
+
+def api_key(provider: str) -> str | None:
+    """The provider's key from the environment or from Secrets Manager (cached 5 minutes)."""
+    settings = get_settings()
+    key = settings.openai_api_key if provider == "openai" else settings.anthropic_api_key
+    if key is not None:
+        return key.get_secret_value()
+    arn = settings.openai_api_key_secret_arn if provider == "openai" else settings.anthropic_api_key_secret_arn
+    if arn:
+        from agent_patterns.config import resolve_secret
+
+        return resolve_secret(arn)
+    return None
+
+
+def configured(provider: str) -> bool:
+    settings = get_settings()
+    if provider == "openai":
+        return settings.openai_api_key is not None or bool(settings.openai_api_key_secret_arn)
+    return settings.anthropic_api_key is not None or bool(settings.anthropic_api_key_secret_arn)
+
+
+def _client(provider: str) -> Any:
+    client = _clients.get(provider)
+    if client is None:
+        settings = get_settings()
+        if provider == "openai":
+            from openai import AsyncOpenAI
+
+            client = AsyncOpenAI(
+                api_key=api_key(provider),
+                base_url=settings.openai_base_url,
+                max_retries=0,
+                timeout=settings.llm_attempt_timeout_seconds,
+            )
+        else:
+            from anthropic import AsyncAnthropic
+
+            client = AsyncAnthropic(
+                api_key=api_key(provider),
+                base_url=settings.anthropic_base_url,
+                max_retries=0,
+                timeout=settings.llm_attempt_timeout_seconds,
+            )
+        _clients[provider] = client
+    return client
+
+
+def reset_clients() -> None:
+    _clients.clear()
+
+
+async def _openai(model: str, req: Request, attempt_s: float) -> Completion:
+    messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
+        {"role": "user", "content": req.prompt}
+    ]
+    resp = await _client("openai").chat.completions.create(
+        model=model, messages=messages, max_tokens=req.max_tokens, temperature=req.temperature, timeout=attempt_s
+    )
+    usage = resp.usage
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = int(getattr(details, "cached_tokens", 0) or 0)
+    return Completion(
+        content=resp.choices[0].message.content or "",
+        provider="openai",
+        model=model,
+        input_tokens=int(usage.prompt_tokens) - cached,
+        cached_input_tokens=cached,
+        output_tokens=int(usage.completion_tokens),
+    )
+
+
+async def _anthropic(model: str, req: Request, attempt_s: float) -> Completion:
+    kwargs: dict[str, Any] = {"system": req.system} if req.system else {}
+    # The current Anthropic SDK and models take no sampling parameters: temperature is not sent.
+    msg = await _client("anthropic").messages.create(
+        model=model,
+        max_tokens=req.max_tokens,
+        timeout=attempt_s,
+        messages=[{"role": "user", "content": req.prompt}],
+        **kwargs,
+    )
+    usage = msg.usage
+    text = "".join(getattr(block, "text", "") for block in msg.content)
+    return Completion(
+        content=text,
+        provider="anthropic",
+        model=model,
+        input_tokens=int(usage.input_tokens),
+        cached_input_tokens=int(getattr(usage, "cache_read_input_tokens", 0) or 0),
+        cache_write_tokens=int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
+        output_tokens=int(usage.output_tokens),
+    )
+
+
+CALLS: dict[str, Callable[[str, Request, float], Awaitable[Completion]]] = {"openai": _openai, "anthropic": _anthropic}
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def _retryable(exc: BaseException) -> bool:
+    status = _status(exc)
+    if status is not None:
+        return status in RETRYABLE_STATUS or status >= 500
+    name = type(exc).__name__
+    return name in ("APITimeoutError", "APIConnectionError") or isinstance(exc, TimeoutError | ConnectionError)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+class _Fatal(Exception):
+    """A provider answer that retrying or falling back cannot fix."""
+
+
+async def _with_retries(provider: str, model: str, req: Request, deadline: float) -> Completion:
+    settings = get_settings()
+    last: BaseException | None = None
+    for attempt in range(settings.llm_max_attempts):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            break
+        try:
+            return await CALLS[provider](model, req, min(settings.llm_attempt_timeout_seconds, remaining))
+        except Exception as exc:
+            if not _retryable(exc):
+                if _status(exc) is None:
+                    raise  # not a provider answer: a bug or an unexpected error, reported as is
+                raise _Fatal(provider) from exc
+            last = exc
+            wait = _retry_after(exc)
+            if wait is None:
+                wait = min(0.25 * 2**attempt, 4.0) * random.uniform(0.75, 1.25)  # noqa: S311 - jitter
+            if attempt + 1 >= settings.llm_max_attempts or time.monotonic() + wait >= deadline:
+                break
+            logger.info(
+                "llm attempt failed; retrying",
+                extra={"provider": provider, "attempt": attempt + 1, "status": _status(exc), "wait_s": round(wait, 3)},
+            )
+            await asyncio.sleep(wait)
+    raise last or TimeoutError(f"{provider}: no time left for an attempt")
+
+
+def _fatal_error(provider: str, exc: BaseException) -> Exception:
+    status = _status(exc)
+    body = getattr(exc, "message", None) or str(exc)
+    if status in (401, 403):
+        var = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+        return ConfigurationError(f"{provider} rejected the credentials (HTTP {status}): check {var}")
+    return ProviderRequestError(f"{provider} rejected the request (HTTP {status}): {body[:300]}")
+
+
+def chain_for(route: Route) -> list[tuple[str, str]]:
+    """(provider, model) in the order to try; ProvidersUnavailableError if none is configured."""
+    chain = [(p, m) for p, m in (("openai", route.openai), ("anthropic", route.anthropic)) if m and configured(p)]
+    if not chain:
+        raise ProvidersUnavailableError(
+            "no LLM provider is configured: set OPENAI_API_KEY (and ANTHROPIC_API_KEY for fallback)"
+        )
+    return chain
+
+
+async def complete(route: Route, req: Request) -> tuple[Completion, bool]:
+    """The completion and whether it came from the fallback."""
+    settings = get_settings()
+    deadline = time.monotonic() + settings.llm_total_timeout_seconds
+    chain = chain_for(route)
+    failures: list[str] = []
+    for index, (provider, model) in enumerate(chain):
+        is_last = index == len(chain) - 1
+        if provider == "openai" and not is_last and await breaker.is_open(provider):
+            failures.append("openai: circuit open")
+            continue
+        try:
+            completion = await _with_retries(provider, model, req, deadline)
+        except _Fatal as fatal:
+            raise _fatal_error(provider, fatal.__cause__ or fatal) from fatal.__cause__
+        except Exception as exc:
+            failures.append(f"{provider}: {_status(exc) or type(exc).__name__}")
+            if provider == "openai":
+                await breaker.record_failure(provider)
+            continue
+        if provider == "openai":
+            await breaker.record_success(provider)
+        return completion, index > 0 or bool(failures)
+    raise ProvidersUnavailableError(
+        "no LLM provider answered (" + "; ".join(failures) + "); try again shortly", headers={"Retry-After": "5"}
+    )
