@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from agent_patterns.config import get_settings
 from agent_patterns.llm import call_llm
+from agent_patterns.llm.routing import check_models
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
 
 
@@ -18,6 +19,7 @@ class CompleteRequest(BaseModel):
     system: str | None = None
 
 
+check_models()
 app = create_app("llm")
 
 

@@ -54,3 +54,9 @@ def route_for(agent_type: str, model: str | None) -> Route:
     if alias not in routes:
         raise ValidationError(f"unknown model {alias!r}: use one of {', '.join(sorted(routes))}")
     return routes[alias]
+
+
+def check_models() -> None:
+    """Load and check the model tables now (at INIT): an unpriced model fails the deploy, not a call."""
+    settings = get_settings()
+    _tables(settings.llm_models, settings.llm_agent_models)
