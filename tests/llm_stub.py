@@ -23,8 +23,8 @@ class StubProviders:
     {"random_failure": 0.3} (default only: that share of requests answers 500)."""
 
     def __init__(self) -> None:
-        self.script: dict[str, deque[dict[str, Any]]] = {"openai": deque(), "anthropic": deque()}
-        self.default: dict[str, dict[str, Any]] = {"openai": {}, "anthropic": {}}
+        self.script: dict[str, deque[dict[str, Any]]] = {"openai": deque(), "anthropic": deque(), "embeddings": deque()}
+        self.default: dict[str, dict[str, Any]] = {"openai": {}, "anthropic": {}, "embeddings": {}}
         self.calls: Counter[str] = Counter()
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.rng = random.Random(42)
@@ -107,9 +107,35 @@ class StubProviders:
             }
         )
 
+    @staticmethod
+    def vector_for(text: str, dims: int) -> list[float]:
+        """A deterministic unit vector per text."""
+        import hashlib
+        import math
+
+        rng = random.Random(hashlib.sha256(text.encode()).digest())
+        raw = [rng.gauss(0, 1) for _ in range(dims)]
+        norm = math.sqrt(sum(v * v for v in raw))
+        return [v / norm for v in raw]
+
+    async def embeddings(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        outcome = await self._act("embeddings", body)
+        if isinstance(outcome, Response):
+            return outcome
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dims = body.get("dimensions") or 1536
+        data = [
+            {"object": "embedding", "index": i, "embedding": self.vector_for(t, dims)} for i, t in enumerate(inputs)
+        ]
+        return JSONResponse(
+            {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        )
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
                 Route("/v1/chat/completions", self.openai, methods=["POST"]),
                 Route("/v1/messages", self.anthropic, methods=["POST"]),
             ]

@@ -1,8 +1,71 @@
 """search function: `POST /v1/documents`, `POST /v1/search` behind API Gateway (Mangum)."""
 
-from agent_patterns.web import create_app, lambda_handler, not_implemented_route
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agent_patterns.search import DocumentInput, ingest, search
+from agent_patterns.web import CurrentTenant, create_app, lambda_handler
+
+
+class ChunkIn(BaseModel):
+    text: str = Field(min_length=1)
+    embedding: list[float]
+
+
+class DocumentIn(BaseModel):
+    id: str | None = Field(None, min_length=1, max_length=256)
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+    chunks: list[ChunkIn] | None = Field(None, description="precomputed chunks with their embeddings")
+
+
+class DocumentsRequest(BaseModel):
+    documents: list[DocumentIn]
+
+
+class SearchRequest(BaseModel):
+    query: str | None = None
+    vector: list[float] | None = None
+    limit: int = Field(10, ge=1, le=100)
+    filter: dict[str, Any] | None = Field(None, description="metadata containment (jsonb @>)")
+    mode: Literal["vector", "hybrid"] = "vector"
+
 
 app = create_app("search")
-not_implemented_route(app, "POST", "/v1/documents", "the search function")
-not_implemented_route(app, "POST", "/v1/search", "the search function")
+
+
+@app.post("/v1/documents")
+async def add_documents(body: DocumentsRequest, who: CurrentTenant) -> dict[str, Any]:
+    docs = [
+        DocumentInput(
+            text=d.text,
+            id=d.id,
+            metadata=d.metadata,
+            chunks=[(c.text, c.embedding) for c in d.chunks] if d.chunks else None,
+        )
+        for d in body.documents
+    ]
+    return {"documents": await ingest(who.id, docs)}
+
+
+@app.post("/v1/search")
+async def search_chunks(body: SearchRequest, who: CurrentTenant) -> dict[str, Any]:
+    matches = await search(
+        who.id, query=body.query, vector=body.vector, limit=body.limit, metadata_filter=body.filter, mode=body.mode
+    )
+    return {
+        "matches": [
+            {
+                "chunk_id": str(m.chunk_id),
+                "document_id": m.document_id,
+                "content": m.content,
+                "similarity": m.similarity,
+                "metadata": m.metadata,
+            }
+            for m in matches
+        ]
+    }
+
+
 handler = lambda_handler(app)

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     llm_breaker_window_seconds: int = Field(60, ge=1)
     llm_breaker_cooldown_seconds: int = Field(30, ge=1)
     llm_singleflight_wait_seconds: float = Field(25.0, ge=0)
+    embedding_dimensions: int = Field(1536, ge=1, le=2000, description="Vector size of tenant schemas.")
+    embedding_model: str = Field("text-embedding-3-small", description="OpenAI embeddings model.")
+    search_max_documents: int = Field(100, ge=1, description="Documents per POST /v1/documents (413 beyond).")
+    search_max_document_chars: int = Field(200_000, ge=1, description="Characters per document (422 beyond).")
+    search_chunk_tokens: int = Field(400, ge=16, description="Approximate tokens per chunk.")
+    search_chunk_overlap: int = Field(50, ge=0, description="Approximate tokens shared by neighbouring chunks.")
     openai_api_key: SecretStr | None = None
     openai_api_key_secret_arn: str | None = None
     openai_base_url: str | None = None

@@ -179,15 +179,17 @@ class _Fatal(Exception):
     """A provider answer that retrying or falling back cannot fix."""
 
 
-async def _with_retries(provider: str, model: str, req: Request, deadline: float) -> Completion:
+async def retry_call[T](provider: str, attempt: Callable[[float], Awaitable[T]], deadline: float) -> T:
+    """Run `attempt(timeout_s)` under the retry policy until it succeeds or time runs out.
+    Raises _Fatal for answers retrying cannot fix, else the last retryable error."""
     settings = get_settings()
     last: BaseException | None = None
-    for attempt in range(settings.llm_max_attempts):
+    for attempt_no in range(settings.llm_max_attempts):
         remaining = deadline - time.monotonic()
         if remaining <= 0.05:
             break
         try:
-            return await CALLS[provider](model, req, min(settings.llm_attempt_timeout_seconds, remaining))
+            return await attempt(min(settings.llm_attempt_timeout_seconds, remaining))
         except Exception as exc:
             if not _retryable(exc):
                 if _status(exc) is None:
@@ -196,15 +198,55 @@ async def _with_retries(provider: str, model: str, req: Request, deadline: float
             last = exc
             wait = _retry_after(exc)
             if wait is None:
-                wait = min(0.25 * 2**attempt, 4.0) * random.uniform(0.75, 1.25)  # noqa: S311 - jitter
-            if attempt + 1 >= settings.llm_max_attempts or time.monotonic() + wait >= deadline:
+                wait = min(0.25 * 2**attempt_no, 4.0) * random.uniform(0.75, 1.25)  # noqa: S311 - jitter
+            if attempt_no + 1 >= settings.llm_max_attempts or time.monotonic() + wait >= deadline:
                 break
             logger.info(
-                "llm attempt failed; retrying",
-                extra={"provider": provider, "attempt": attempt + 1, "status": _status(exc), "wait_s": round(wait, 3)},
+                "provider attempt failed; retrying",
+                extra={
+                    "provider": provider,
+                    "attempt": attempt_no + 1,
+                    "status": _status(exc),
+                    "wait_s": round(wait, 3),
+                },
             )
             await asyncio.sleep(wait)
     raise last or TimeoutError(f"{provider}: no time left for an attempt")
+
+
+async def _with_retries(provider: str, model: str, req: Request, deadline: float) -> Completion:
+    return await retry_call(provider, lambda timeout: CALLS[provider](model, req, timeout), deadline)
+
+
+async def embed_openai(model: str, texts: list[str], dimensions: int) -> list[list[float]]:
+    """Embeddings for `texts` (one request), under the same retry policy as completions."""
+    chain_for_embeddings()
+    deadline = time.monotonic() + get_settings().llm_total_timeout_seconds
+
+    async def attempt(attempt_s: float) -> list[list[float]]:
+        resp = await _client("openai").embeddings.create(
+            model=model, input=texts, dimensions=dimensions, timeout=attempt_s
+        )
+        return [list(item.embedding) for item in sorted(resp.data, key=lambda d: d.index)]
+
+    try:
+        return await retry_call("openai", attempt, deadline)
+    except _Fatal as fatal:
+        raise _fatal_error("openai", fatal.__cause__ or fatal) from fatal.__cause__
+    except Exception as exc:
+        if _status(exc) is None and not _retryable(exc):
+            raise
+        raise ProvidersUnavailableError(
+            f"the embeddings provider did not answer ({_status(exc) or type(exc).__name__}); try again shortly",
+            headers={"Retry-After": "5"},
+        ) from exc
+
+
+def chain_for_embeddings() -> None:
+    if not configured("openai"):
+        raise ProvidersUnavailableError(
+            "no embeddings provider is configured: set OPENAI_API_KEY, or send precomputed embeddings"
+        )
 
 
 def _fatal_error(provider: str, exc: BaseException) -> Exception:

@@ -1,0 +1,103 @@
+"""POST /v1/documents and POST /v1/search through the search function's app."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from agent_patterns.backends.postgres import reset_postgres
+from agent_patterns.config import reset_settings
+from agent_patterns.local import load_function
+from agent_patterns.tenancy import issue_token
+from tests.patterns.test_vectors import unit
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=load_function("search").app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        yield client
+
+
+def bearer(tenant: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(tenant)}"}
+
+
+async def test_two_tenants_with_identical_content_never_see_each_other(api: httpx.AsyncClient, stub: object) -> None:
+    a, b = f"a{uuid.uuid4().hex[:8]}", f"b{uuid.uuid4().hex[:8]}"
+    doc = {"documents": [{"id": "same", "text": "Lambda functions scale per request.", "metadata": {"k": "v"}}]}
+    for tenant in (a, b):
+        response = await api.post("/v1/documents", json=doc, headers=bearer(tenant))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"documents": [{"id": "same", "chunks": 1}]}
+    hits_a = (await api.post("/v1/search", json={"query": "lambda scaling", "limit": 10}, headers=bearer(a))).json()
+    hits_b = (await api.post("/v1/search", json={"query": "lambda scaling", "limit": 10}, headers=bearer(b))).json()
+    assert len(hits_a["matches"]) == 1 and len(hits_b["matches"]) == 1
+    assert hits_a["matches"][0]["chunk_id"] != hits_b["matches"][0]["chunk_id"]
+    # A body naming another tenant changes nothing: the token decides.
+    spoof = await api.post("/v1/search", json={"query": "lambda", "tenant_id": b}, headers=bearer(a))
+    assert [m["chunk_id"] for m in spoof.json()["matches"]] == [hits_a["matches"][0]["chunk_id"]]
+
+
+async def test_search_by_vector_and_hybrid(api: httpx.AsyncClient, stub: object) -> None:
+    t = f"h{uuid.uuid4().hex[:8]}"
+    chunks = [
+        {"text": "pricing of the enterprise plan", "embedding": unit(1)},
+        {"text": "onboarding checklist for engineers", "embedding": unit(1)},
+    ]
+    assert (
+        await api.post("/v1/documents", json={"documents": [{"id": "d", "chunks": chunks}]}, headers=bearer(t))
+    ).status_code == 200
+    by_vector = (await api.post("/v1/search", json={"vector": unit(1), "limit": 2}, headers=bearer(t))).json()
+    assert len(by_vector["matches"]) == 2 and by_vector["matches"][0]["similarity"] > 0.99
+    hybrid = (
+        await api.post(
+            "/v1/search",
+            json={"query": "onboarding checklist", "vector": unit(1), "limit": 2, "mode": "hybrid"},
+            headers=bearer(t),
+        )
+    ).json()
+    assert hybrid["matches"][0]["content"] == "onboarding checklist for engineers"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("/v1/search", {"vector": [0.1, 0.2]}, 422, "dimensions"),
+        ("/v1/search", {"query": ""}, 422, "query"),
+        ("/v1/search", {"query": "x", "limit": 0}, 422, "limit"),
+        ("/v1/search", {"query": "x", "limit": 101}, 422, "limit"),
+        ("/v1/documents", {"documents": [{"text": " "}]}, 422, "text"),
+        ("/v1/documents", {"documents": [{"text": "x" * 200_001}]}, 422, "longer than"),
+        ("/v1/documents", {"documents": [{"chunks": [{"text": "a", "embedding": [1.0]}]}]}, 422, "dimensions"),
+        ("/v1/documents", {"documents": [{"text": "a"}] * 101}, 413, "at most 100"),
+    ],
+)
+async def test_bad_input_is_refused_with_the_reason(
+    api: httpx.AsyncClient, stub: object, path: str, body: dict, status: int, fragment: str
+) -> None:
+    response = await api.post(path, json=body, headers=bearer("acme"))
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+async def test_postgres_down_is_503_and_the_function_recovers(
+    api: httpx.AsyncClient, stub: object, settings_env: pytest.MonkeyPatch
+) -> None:
+    good = settings_env  # the URL to return to is restored by the fixture
+    import os
+
+    original = os.environ["DATABASE_URL"]
+    good.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    good.setenv("DATABASE_CONNECT_TIMEOUT", "1")
+    reset_settings()
+    reset_postgres()
+    down = await api.post("/v1/search", json={"vector": unit(1)}, headers=bearer("acme"))
+    assert down.status_code == 503 and down.headers["retry-after"]
+    good.setenv("DATABASE_URL", original)
+    reset_settings()
+    up = await api.post("/v1/search", json={"vector": unit(1)}, headers=bearer("acme"))
+    assert up.status_code == 200
