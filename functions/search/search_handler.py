@@ -2,9 +2,10 @@
 
 from typing import Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, Field
 
-from agent_patterns.search import DocumentInput, ingest, search
+from agent_patterns.search import DocumentInput, ingest, remove_document, search
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
 
 
@@ -47,6 +48,12 @@ async def add_documents(body: DocumentsRequest, who: CurrentTenant) -> dict[str,
         for d in body.documents
     ]
     return {"documents": await ingest(who.id, docs)}
+
+
+@app.delete("/v1/documents/{document_id}", status_code=204)
+async def delete_document(document_id: str, who: CurrentTenant) -> Response:
+    await remove_document(who.id, document_id)
+    return Response(status_code=204)
 
 
 @app.post("/v1/search")

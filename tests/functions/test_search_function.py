@@ -101,3 +101,13 @@ async def test_postgres_down_is_503_and_the_function_recovers(
     reset_settings()
     up = await api.post("/v1/search", json={"vector": unit(1)}, headers=bearer("acme"))
     assert up.status_code == 200
+
+
+async def test_delete_a_document_then_it_is_gone(api: httpx.AsyncClient, stub: object) -> None:
+    t = f"d{uuid.uuid4().hex[:8]}"
+    body = {"documents": [{"id": "gone", "chunks": [{"text": "bye", "embedding": unit(3)}]}]}
+    await api.post("/v1/documents", json=body, headers=bearer(t))
+    assert (await api.delete("/v1/documents/gone", headers=bearer(t))).status_code == 204
+    assert (await api.delete("/v1/documents/gone", headers=bearer(t))).status_code == 404
+    hits = (await api.post("/v1/search", json={"vector": unit(3)}, headers=bearer(t))).json()
+    assert hits["matches"] == []

@@ -18,10 +18,17 @@ from typing import Any, Literal
 
 from agent_patterns.backends import connection, get_redis
 from agent_patterns.config import get_settings
-from agent_patterns.errors import PayloadTooLargeError, ValidationError
+from agent_patterns.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from agent_patterns.llm.cache import is_backend_error
 from agent_patterns.tenancy import tenant
-from agent_patterns.vectors import ChunkMatch, bulk_insert, check_embedding, create_tenant_schema, hybrid_search
+from agent_patterns.vectors import (
+    ChunkMatch,
+    bulk_insert,
+    check_embedding,
+    create_tenant_schema,
+    delete_document,
+    hybrid_search,
+)
 from agent_patterns.vectors import similarity_search as vector_search
 
 EMBED_BATCH = 256
@@ -185,3 +192,12 @@ async def search(
         if mode == "hybrid":
             return await hybrid_search(db, t.schema, query or "", embedding, limit, metadata_filter=metadata_filter)
         return await vector_search(db, t.schema, embedding, limit, metadata_filter=metadata_filter)
+
+
+async def remove_document(tenant_id: str, document_id: str) -> None:
+    """Delete one of the tenant's documents with its chunks and embeddings."""
+    t = tenant(tenant_id)
+    async with connection() as db:
+        await create_tenant_schema(db, t.schema)
+        if not await delete_document(db, t.schema, document_id):
+            raise NotFoundError(f"document {document_id!r} not found")

@@ -39,11 +39,12 @@ class ChunkMatch:
 def check_embedding(embedding: Sequence[float]) -> list[float]:
     """The vector as floats; ValueError (before any SQL) for a wrong length, NaN or infinity."""
     dim = get_settings().embedding_dimensions
-    values = [float(v) for v in embedding]
+    values = list(map(float, embedding))
     if len(values) != dim:
         raise ValueError(f"embedding has {len(values)} dimensions, expected {dim}")
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError("embedding contains NaN or infinity")
+    # One C-level pass: NaN and +/-inf (even both signs together) make the sum non-finite.
+    if not math.isfinite(sum(values)):
+        raise ValueError("embedding contains NaN or infinity (or values too large to sum)")
     return values
 
 
