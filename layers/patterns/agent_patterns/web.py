@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_patterns.errors import AgentPatternsError, NotImplementedYetError
+from agent_patterns.errors import AgentPatternsError
 from agent_patterns.observability import logger
 from agent_patterns.tenancy import Tenant, tenant_from_request
 
@@ -171,15 +171,6 @@ async def current_tenant(request: Request) -> Tenant:
 
 
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
-
-
-def not_implemented_route(app: FastAPI, method: str, path: str, what: str) -> None:
-    """A route that exists in the API but whose function is not built yet: 501, saying so."""
-
-    async def endpoint() -> None:
-        raise NotImplementedYetError(f"{what} is not built yet: {method} {path} answers 501 until it is")
-
-    app.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
 
 
 def lambda_handler(app: FastAPI) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
