@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,22 @@ async def stub(stub_server: tuple[Any, LiveServer], settings_env: pytest.MonkeyP
     cache.memory.clear()
     await get_redis().delete("llm:breaker:openai:failures", "llm:breaker:openai:open")
     return providers
+
+
+def bearer(tenant: str = "acme") -> dict[str, str]:
+    """The Authorization header of a local bearer token for `tenant`."""
+    from agent_patterns.tenancy import issue_token
+
+    return {"Authorization": f"Bearer {issue_token(tenant)}"}
+
+
+@asynccontextmanager
+async def function_client(name: str) -> AsyncIterator[Any]:
+    """An HTTP client of one function's app, in-process (no server)."""
+    import httpx
+
+    from agent_patterns.local import load_function
+
+    transport = httpx.ASGITransport(app=load_function(name).app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        yield client

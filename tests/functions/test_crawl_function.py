@@ -17,8 +17,7 @@ from agent_patterns import events
 from agent_patterns.backends.sqs import reset_sqs, set_local_consumer
 from agent_patterns.config import reset_settings
 from agent_patterns.local import LocalLambdaContext, load_function, sqs_event
-from agent_patterns.tenancy import issue_token
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, bearer, function_client
 from tests.crawl_site import build_site, counting_site
 
 
@@ -51,13 +50,8 @@ def sent(settings_env: pytest.MonkeyPatch, site: Site) -> Iterator[list[dict[str
 
 @pytest.fixture
 async def api() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=load_function("crawl").app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+    async with function_client("crawl") as client:
         yield client
-
-
-def bearer(tenant: str = "acme") -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(tenant)}"}
 
 
 async def run_worker(message: dict[str, Any], *, timeout_s: float = 900.0) -> dict[str, Any]:

@@ -8,21 +8,15 @@ import httpx
 import pytest
 
 from agent_patterns.config import reset_settings
-from agent_patterns.local import load_function
-from agent_patterns.tenancy import issue_token
+from tests.conftest import bearer, function_client
 from tests.llm_stub import StubProviders
 from tests.patterns.test_llm import prompt
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=load_function("llm").app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+    async with function_client("llm") as client:
         yield client
-
-
-def bearer(tenant: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(tenant)}"}
 
 
 async def test_200_with_the_result_fields_then_a_cached_answer(api: httpx.AsyncClient, stub: StubProviders) -> None:

@@ -10,20 +10,14 @@ import pytest
 
 from agent_patterns.backends.postgres import reset_postgres
 from agent_patterns.config import reset_settings
-from agent_patterns.local import load_function
-from agent_patterns.tenancy import issue_token
+from tests.conftest import bearer, function_client
 from tests.patterns.test_vectors import unit
 
 
 @pytest.fixture
 async def api() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=load_function("search").app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+    async with function_client("search") as client:
         yield client
-
-
-def bearer(tenant: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(tenant)}"}
 
 
 async def test_two_tenants_with_identical_content_never_see_each_other(api: httpx.AsyncClient, stub: object) -> None:
