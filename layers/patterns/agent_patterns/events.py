@@ -116,10 +116,8 @@ async def follow(run_id: str, after: str | None = None, *, block_ms: int = 1000)
 async def create_run(tenant_id: str, kind: str, request: dict[str, Any] | None = None) -> str:
     """Record a queued run (Postgres), note its owner (Redis), publish `queued`; returns run_id."""
     run_id = await insert_run(tenant_id, kind, request)
-    settings = get_settings()
     await get_redis().hset(meta_key(run_id), mapping={"tenant_id": tenant_id, "kind": kind})
-    await get_redis().expire(meta_key(run_id), settings.run_events_ttl_seconds)
-    await publish(run_id, "queued", {"kind": kind})
+    await publish(run_id, "queued", {"kind": kind})  # also sets the TTL of the stream and the meta key
     return run_id
 
 

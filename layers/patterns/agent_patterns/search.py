@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import struct
 import uuid
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_patterns.backends import connection, get_redis
+from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
 from agent_patterns.config import get_settings
 from agent_patterns.errors import NotFoundError, PayloadTooLargeError, ValidationError
-from agent_patterns.llm.cache import is_backend_error
 from agent_patterns.tenancy import tenant
 from agent_patterns.vectors import (
     ChunkMatch,
@@ -82,7 +83,7 @@ async def embed(texts: list[str]) -> list[list[float]]:
     try:
         cached = [None if c is None else str(c) for c in await get_redis().mget(keys)]
     except Exception as exc:
-        if not is_backend_error(exc):
+        if not is_redis_unavailable(exc):
             raise
     out: list[list[float] | None] = [_unpack(c) if c else None for c in cached]
     missing = [i for i, v in enumerate(out) if v is None]
@@ -91,14 +92,11 @@ async def embed(texts: list[str]) -> list[list[float]]:
         vectors = await embed_openai(model, [texts[i] for i in batch], dims)
         for i, vector in zip(batch, vectors, strict=True):
             out[i] = vector
-        try:
+        with tolerate_redis_outage("embeddings cache write"):
             async with get_redis().pipeline(transaction=False) as pipe:
                 for i, vector in zip(batch, vectors, strict=True):
                     pipe.set(keys[i], _pack(vector), ex=30 * 86_400)
                 await pipe.execute()
-        except Exception as exc:
-            if not is_backend_error(exc):
-                raise
     return [v for v in out if v is not None]
 
 
@@ -153,8 +151,6 @@ async def ingest(tenant_id: str, documents: list[DocumentInput]) -> list[dict[st
         s = sql.Identifier(t.schema)
         for doc_id, pairs, metadata in prepared:
             async with db.transaction():  # one document: all of it or none of it
-                import json
-
                 await db.execute(sql.SQL("DELETE FROM {}.documents WHERE id = %s").format(s), (doc_id,))
                 await db.execute(
                     sql.SQL("INSERT INTO {}.documents (id, metadata) VALUES (%s, %s)").format(s),

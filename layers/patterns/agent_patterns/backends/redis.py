@@ -68,6 +68,34 @@ def current_client() -> Redis | None:
     return _clients.get(asyncio.get_running_loop())
 
 
+def is_redis_unavailable(exc: BaseException) -> bool:
+    """Redis unreachable or failing (checked without importing redis at module load)."""
+    import asyncio as _asyncio
+
+    from redis.exceptions import RedisError
+
+    return isinstance(exc, RedisError | OSError | _asyncio.TimeoutError)
+
+
+class tolerate_redis_outage:
+    """`with tolerate_redis_outage("what"):` — best-effort Redis work (cache writes, lock
+    releases, breaker bookkeeping): an outage is logged and skipped, any other error raises."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or not is_redis_unavailable(exc):
+            return False
+        from agent_patterns.observability import logger
+
+        logger.warning(f"{self.what} skipped: Redis unavailable", extra={"error": str(exc)})
+        return True
+
+
 def reset_redis() -> None:
     """Drop the clients without touching their sockets: after a SnapStart restore they are dead."""
     _clients.clear()

@@ -8,8 +8,8 @@ primary again; a success closes it, a failure opens it again.
 from __future__ import annotations
 
 from agent_patterns.backends import get_redis
+from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
 from agent_patterns.config import get_settings
-from agent_patterns.llm.cache import is_backend_error
 
 
 def _keys(provider: str) -> tuple[str, str]:
@@ -20,7 +20,7 @@ async def is_open(provider: str) -> bool:
     try:
         return bool(await get_redis().exists(_keys(provider)[1]))
     except Exception as exc:
-        if not is_backend_error(exc):
+        if not is_redis_unavailable(exc):
             raise
         return False  # no shared state: behave as closed
 
@@ -28,21 +28,15 @@ async def is_open(provider: str) -> bool:
 async def record_failure(provider: str) -> None:
     settings = get_settings()
     failures, opened = _keys(provider)
-    try:
+    with tolerate_redis_outage("circuit breaker update"):
         count = int(await get_redis().incr(failures))
         if count == 1:  # the window starts with the first failure (EXPIRE NX needs Redis 7)
             await get_redis().expire(failures, settings.llm_breaker_window_seconds)
         if count >= settings.llm_breaker_threshold:
             await get_redis().set(opened, "1", ex=settings.llm_breaker_cooldown_seconds)
             await get_redis().delete(failures)
-    except Exception as exc:
-        if not is_backend_error(exc):
-            raise
 
 
 async def record_success(provider: str) -> None:
-    try:
+    with tolerate_redis_outage("circuit breaker reset"):
         await get_redis().delete(*_keys(provider))
-    except Exception as exc:
-        if not is_backend_error(exc):
-            raise

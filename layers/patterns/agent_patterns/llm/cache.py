@@ -16,6 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from agent_patterns.backends import get_redis
+from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
 from agent_patterns.config import get_settings
 from agent_patterns.observability import logger
 
@@ -45,13 +46,6 @@ def cache_key(
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "llm:cache:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def is_backend_error(exc: BaseException) -> bool:
-    """Redis unreachable or failing (checked without importing redis at module load)."""
-    from redis.exceptions import RedisError
-
-    return isinstance(exc, RedisError | OSError | asyncio.TimeoutError)
 
 
 class MemoryCache:
@@ -98,7 +92,7 @@ async def get(key: str) -> tuple[dict[str, Any], str] | None:
             pipe.pttl(key)
             raw, pttl = await pipe.execute()
     except Exception as exc:
-        if not is_backend_error(exc):
+        if not is_redis_unavailable(exc):
             raise
         logger.warning("llm cache unavailable; treating as a miss", extra={"error": str(exc)})
         return None
@@ -112,14 +106,9 @@ async def get(key: str) -> tuple[dict[str, Any], str] | None:
 
 async def put(key: str, value: dict[str, Any]) -> None:
     ttl = get_settings().llm_cache_ttl_seconds
-    try:
+    with tolerate_redis_outage("llm cache write"):
         await get_redis().set(key, json.dumps(value, separators=(",", ":")), ex=ttl)
-    except Exception as exc:
-        if not is_backend_error(exc):
-            raise
-        logger.warning("llm cache write failed", extra={"error": str(exc)})
-        return
-    memory.put(key, value, ttl)
+        memory.put(key, value, ttl)  # only what Redis holds too
 
 
 async def lock(key: str, ttl_s: float) -> str | None:
@@ -129,7 +118,7 @@ async def lock(key: str, ttl_s: float) -> str | None:
     try:
         acquired = await get_redis().set(f"{key}:lock", token, nx=True, px=int(ttl_s * 1000))
     except Exception as exc:
-        if not is_backend_error(exc):
+        if not is_redis_unavailable(exc):
             raise
         return ""
     return token if acquired else None
@@ -138,11 +127,8 @@ async def lock(key: str, ttl_s: float) -> str | None:
 async def unlock(key: str, token: str) -> None:
     if not token:
         return
-    try:
+    with tolerate_redis_outage("llm single-flight unlock"):
         await get_redis().eval(UNLOCK, 1, f"{key}:lock", token)
-    except Exception as exc:
-        if not is_backend_error(exc):
-            raise
 
 
 async def wait_for(key: str, timeout_s: float) -> dict[str, Any] | None:
@@ -159,7 +145,7 @@ async def wait_for(key: str, timeout_s: float) -> dict[str, Any] | None:
             if not await get_redis().exists(f"{key}:lock"):
                 return None  # the holder finished without a result (it failed): try ourselves
         except Exception as exc:
-            if not is_backend_error(exc):
+            if not is_redis_unavailable(exc):
                 raise
             return None
     return None

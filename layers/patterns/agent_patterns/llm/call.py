@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
 from agent_patterns.config import get_settings
 from agent_patterns.errors import BackendUnavailableError, BudgetExceededError, ValidationError
 from agent_patterns.llm import budget, cache, providers
@@ -105,7 +106,7 @@ async def _reserve(tenant_id: str, amount: int, daily_budget: int) -> budget.Res
     try:
         outcome = await budget.reserve(tenant_id, amount, daily_budget)
     except Exception as exc:
-        if not cache.is_backend_error(exc):
+        if not is_redis_unavailable(exc):
             raise
         if get_settings().llm_budget_fail_open:
             logger.warning("budget store unavailable; failing open (LLM_BUDGET_FAIL_OPEN)")
@@ -134,19 +135,12 @@ async def _call_and_cache(
         completion, fell_back = await providers.complete(route, req)
     except BaseException:
         if reservation is not None:
-            try:
+            with tolerate_redis_outage("budget release"):
                 await budget.release(reservation)
-            except Exception as exc:
-                if not cache.is_backend_error(exc):
-                    raise
         raise
     if reservation is not None:
-        try:
+        with tolerate_redis_outage("budget settlement"):
             await budget.settle(reservation, completion.tokens_used)
-        except Exception as exc:
-            if not cache.is_backend_error(exc):
-                raise
-            logger.warning("could not settle the budget reservation", extra={"error": str(exc)})
     cost = cost_usd(
         completion.model,
         input_tokens=completion.input_tokens,
