@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from agent_patterns.browser import BASE_ARGS
+from agent_patterns.crawl.browser import BASE_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = list(BASE_ARGS)
@@ -44,7 +44,7 @@ async def crawl_crawlee(url: str, pages: int, concurrency: int) -> int:
     from crawlee import ConcurrencySettings  # type: ignore[import-not-found]
     from crawlee.crawlers import PlaywrightCrawler, PlaywrightCrawlingContext  # type: ignore[import-not-found]
 
-    from agent_patterns.browser import chromium_executable
+    from agent_patterns.crawl.browser import chromium_executable
 
     crawled = 0
     crawler = PlaywrightCrawler(
@@ -73,7 +73,7 @@ async def crawl_sequential(url: str, pages: int, concurrency: int) -> int:
 
     from playwright.async_api import async_playwright
 
-    from agent_patterns.browser import chromium_executable
+    from agent_patterns.crawl.browser import chromium_executable
 
     origin = urlsplit(url)[:2]
     queue, seen, crawled = [url], {url}, 0

@@ -70,7 +70,7 @@ async def client(port: int, path: str, latencies: list[float], ready: asyncio.Ev
 async def run_case(
     port: int, variant: str, n: int, count: int, rate: float, server: psutil.Process
 ) -> dict[str, float]:
-    from agent_patterns import events
+    from agent_patterns.runs import events
 
     run_id = await events.create_run("bench", "bench")
     latencies: list[float] = []

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Response
 from sse_starlette.sse import EventSourceResponse
 
-from agent_patterns.feeds import subscribe
-from agent_patterns.sse import build_sse_response
+from agent_patterns.streaming.feeds import subscribe
+from agent_patterns.streaming.sse import build_sse_response
 
 app = FastAPI()
 

@@ -38,8 +38,8 @@ async def run(rows: int, queries: int) -> None:
     import numpy as np  # type: ignore[import-not-found,unused-ignore]
     from psycopg import sql
 
-    from agent_patterns import vectors
     from agent_patterns.backends import connection
+    from agent_patterns.search import vectors
 
     data, qs = dataset(rows, queries)
     started = time.perf_counter()

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from agent_patterns.config import get_settings
 from agent_patterns.crawl.jobs import CrawlRequest, crawl_report, start_run
-from agent_patterns.runs import parse_run_id
+from agent_patterns.runs.records import parse_run_id
 from agent_patterns.tenancy import issue_stream_token
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from agent_patterns import run_streams
-from agent_patterns.sse import build_sse_response
+from agent_patterns.streaming import run_streams
+from agent_patterns.streaming.sse import build_sse_response
 from agent_patterns.web import create_app
 
 app = create_app("streaming")

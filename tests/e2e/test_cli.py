@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent_patterns import events
 from agent_patterns.local import load_function
+from agent_patterns.runs import events
 from agent_patterns.tenancy import issue_stream_token
 from tests.conftest import ROOT, LiveServer, python_subprocess_env
 

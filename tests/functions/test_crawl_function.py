@@ -13,10 +13,10 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from agent_patterns import events
 from agent_patterns.backends.sqs import reset_sqs, set_local_consumer
 from agent_patterns.config import reset_settings
 from agent_patterns.local import LocalLambdaContext, load_function, sqs_event
+from agent_patterns.runs import events
 from tests.conftest import LiveServer, bearer, function_client
 from tests.crawl_site import build_site, counting_site
 
@@ -135,7 +135,7 @@ async def test_a_password_is_sealed_at_rest_and_never_shown(
     run_id = (
         await api.post("/v1/crawls", json={"url": site.base + "/account", "auth": auth}, headers=bearer())
     ).json()["run_id"]
-    from agent_patterns.runs import get_run
+    from agent_patterns.runs.records import get_run
 
     record = await get_run("acme", run_id)
     assert record is not None and "correct horse" not in json.dumps(record.request)

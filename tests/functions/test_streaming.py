@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_patterns import events, feeds
 from agent_patterns.config import reset_settings
 from agent_patterns.local import load_function
+from agent_patterns.runs import events
+from agent_patterns.streaming import feeds
 from agent_patterns.tenancy import issue_stream_token, issue_token
 from tests.conftest import LiveServer
 

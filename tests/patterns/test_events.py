@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
-from agent_patterns import events
 from agent_patterns.backends import get_redis
 from agent_patterns.config import get_settings
 from agent_patterns.errors import ValidationError
-from agent_patterns.runs import get_run
+from agent_patterns.runs import events
+from agent_patterns.runs.records import get_run
 
 
 def new_run() -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from agent_patterns.events import RunEvent
-from agent_patterns.sse import build_sse_response, sse_stream
+from agent_patterns.runs.events import RunEvent
+from agent_patterns.streaming.sse import build_sse_response, sse_stream
 
 RUN = "6c1f6bb4-38a4-4c47-8d35-2a3b5d2e1f00"
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent_patterns.browser import BASE_ARGS
+from agent_patterns.crawl.browser import BASE_ARGS
 from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, EgressPolicy, EgressProxy
 from agent_patterns.crawl.types import AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import dedup_key, fetch_url, is_http, same_origin
@@ -219,7 +219,7 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
-    from agent_patterns.browser import chromium_executable
+    from agent_patterns.crawl.browser import chromium_executable
 
     started = time.monotonic()
     policy = EgressPolicy(config.allowed_private_hosts)

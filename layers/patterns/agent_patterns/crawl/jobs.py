@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 
-from agent_patterns import events
 from agent_patterns.backends import connection, get_redis
 from agent_patterns.backends.sqs import send_job
 from agent_patterns.config import get_settings
@@ -24,7 +23,8 @@ from agent_patterns.crawl.engine import run_crawl
 from agent_patterns.crawl.netguard import BlockedAddressError, EgressPolicy
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.errors import NotFoundError, ValidationError
-from agent_patterns.runs import get_run, parse_run_id
+from agent_patterns.runs import events
+from agent_patterns.runs.records import get_run, parse_run_id
 from agent_patterns.tenancy import tenant, validate_tenant_id
 
 CHECKPOINT_TTL_S = 6 * 3600
@@ -90,7 +90,7 @@ async def validate_request(request: CrawlRequest) -> None:
 
 def _stored_request(request: CrawlRequest) -> dict[str, Any]:
     """The run's request as stored: a password only sealed, never in the clear."""
-    from agent_patterns.sealing import seal
+    from agent_patterns.crawl.sealing import seal
 
     data = request.model_dump(mode="json", exclude_none=True)
     auth = data.get("auth")
@@ -119,7 +119,7 @@ async def start_run(tenant_id: str, request: CrawlRequest) -> str:
 def _auth_config(stored: dict[str, Any] | None) -> AuthConfig | None:
     if not stored:
         return None
-    from agent_patterns.sealing import unseal
+    from agent_patterns.crawl.sealing import unseal
 
     password = unseal(stored["password_sealed"]) if "password_sealed" in stored else None
     extra = {

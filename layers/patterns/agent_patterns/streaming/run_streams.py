@@ -12,8 +12,8 @@ from typing import Any
 
 from agent_patterns.config import get_settings
 from agent_patterns.errors import ForbiddenError, NotFoundError, UnauthorizedError
-from agent_patterns.events import RunEvent, replay, run_owner, stream_key
-from agent_patterns.runs import get_run, parse_run_id
+from agent_patterns.runs.events import RunEvent, replay, run_owner, stream_key
+from agent_patterns.runs.records import get_run, parse_run_id
 from agent_patterns.tenancy import Tenant, bearer_token, tenant, verify, verify_idp_token
 
 
@@ -62,7 +62,7 @@ async def finished_with_nothing_left(run_id: str, after: str | None) -> bool:
 
 
 def stream_events(run_id: str, after: str | None) -> AsyncIterator[RunEvent]:
-    from agent_patterns.feeds import subscribe
+    from agent_patterns.streaming.feeds import subscribe
 
     return subscribe(run_id, after)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from agent_patterns.events import RunEvent, read_after, replay
-from agent_patterns.runs import parse_run_id
+from agent_patterns.runs.events import RunEvent, read_after, replay
+from agent_patterns.runs.records import parse_run_id
 
 FEED_BLOCK_MS = 2000
 SUBSCRIBER_QUEUE_SIZE = 2000
@@ -94,7 +94,7 @@ def active_feeds() -> dict[str, int]:
 
 async def _latest_id(run_id: str) -> str:
     from agent_patterns.backends import get_redis
-    from agent_patterns.events import stream_key
+    from agent_patterns.runs.events import stream_key
 
     last = await get_redis().xrevrange(stream_key(run_id), count=1)
     return str(last[0][0]) if last else "0-0"

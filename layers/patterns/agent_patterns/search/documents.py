@@ -8,21 +8,17 @@ re-ingesting a document id replaces it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import re
-import struct
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent_patterns.backends import connection, get_redis
-from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
+from agent_patterns.backends import connection
 from agent_patterns.config import get_settings
 from agent_patterns.errors import NotFoundError, PayloadTooLargeError, ValidationError
-from agent_patterns.tenancy import tenant
-from agent_patterns.vectors import (
+from agent_patterns.search.chunking import chunk_text
+from agent_patterns.search.embeddings import embed
+from agent_patterns.search.vectors import (
     ChunkMatch,
     bulk_insert,
     check_embedding,
@@ -30,10 +26,8 @@ from agent_patterns.vectors import (
     delete_document,
     hybrid_search,
 )
-from agent_patterns.vectors import similarity_search as vector_search
-
-EMBED_BATCH = 256
-WORD = re.compile(r"\S+")
+from agent_patterns.search.vectors import similarity_search as vector_search
+from agent_patterns.tenancy import tenant
 
 
 @dataclass
@@ -42,62 +36,6 @@ class DocumentInput:
     id: str | None = None
     metadata: dict[str, Any] | None = None
     chunks: list[tuple[str, list[float]]] | None = None  # precomputed (text, embedding) pairs
-
-
-def chunk_text(text: str, max_tokens: int, overlap: int) -> list[str]:
-    """Split on whitespace into windows of about `max_tokens` tokens (a word is ~4/3 tokens in
-    English BPE), neighbours sharing about `overlap` tokens. No tokenizer download is needed,
-    which matters in a Lambda without internet access."""
-    words = WORD.findall(text)
-    size = max(1, int(max_tokens * 0.75))
-    step = max(1, size - int(overlap * 0.75))
-    chunks = []
-    for start in range(0, len(words), step):
-        chunks.append(" ".join(words[start : start + size]))
-        if start + size >= len(words):  # this window reached the end: no tail made only of overlap
-            break
-    return chunks
-
-
-def _cache_key(model: str, dims: int, text: str) -> str:
-    return f"emb:{model}:{dims}:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _pack(v: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
-
-
-def _unpack(s: str) -> list[float]:
-    raw = base64.b64decode(s)
-    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
-
-
-async def embed(texts: list[str]) -> list[list[float]]:
-    """Embeddings for `texts`, from the Redis cache where possible, batched for the rest."""
-    from agent_patterns.llm.providers import embed_openai
-
-    settings = get_settings()
-    model, dims = settings.embedding_model, settings.embedding_dimensions
-    keys = [_cache_key(model, dims, t) for t in texts]
-    cached: list[str | None] = [None] * len(texts)
-    try:
-        cached = [None if c is None else str(c) for c in await get_redis().mget(keys)]
-    except Exception as exc:
-        if not is_redis_unavailable(exc):
-            raise
-    out: list[list[float] | None] = [_unpack(c) if c else None for c in cached]
-    missing = [i for i, v in enumerate(out) if v is None]
-    for start in range(0, len(missing), EMBED_BATCH):
-        batch = missing[start : start + EMBED_BATCH]
-        vectors = await embed_openai(model, [texts[i] for i in batch], dims)
-        for i, vector in zip(batch, vectors, strict=True):
-            out[i] = vector
-        with tolerate_redis_outage("embeddings cache write"):
-            async with get_redis().pipeline(transaction=False) as pipe:
-                for i, vector in zip(batch, vectors, strict=True):
-                    pipe.set(keys[i], _pack(vector), ex=30 * 86_400)
-                await pipe.execute()
-    return [v for v in out if v is not None]
 
 
 def _validate_documents(documents: list[DocumentInput]) -> None:

@@ -1,6 +1,6 @@
 """Run status records: one row per run in the tenant's schema (`runs`), the durable truth.
 
-The Redis Stream of a run (see `events`) carries its progress; this table carries its status
+The Redis Stream of a run (see `runs.events`) carries its progress; this table carries its status
 and result after the stream has expired.
 """
 
@@ -18,6 +18,8 @@ from agent_patterns.tenancy import tenant
 
 RunStatus = Literal["queued", "running", "complete", "error"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "complete", "error")
+# The statuses (and event types) after which nothing more happens to a run: the one place this is said.
+TERMINAL_STATUSES: frozenset[str] = frozenset({"complete", "error"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,55 @@
+"""Embeddings from OpenAI (`EMBEDDING_MODEL`, batched), cached in Redis by content hash so
+re-ingesting unchanged text costs no API call."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+
+from agent_patterns.backends import get_redis
+from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
+from agent_patterns.config import get_settings
+
+EMBED_BATCH = 256
+
+
+def _cache_key(model: str, dims: int, text: str) -> str:
+    return f"emb:{model}:{dims}:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _pack(v: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
+
+
+def _unpack(s: str) -> list[float]:
+    raw = base64.b64decode(s)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+
+
+async def embed(texts: list[str]) -> list[list[float]]:
+    """Embeddings for `texts`, from the Redis cache where possible, batched for the rest."""
+    from agent_patterns.llm.providers import embed_openai
+
+    settings = get_settings()
+    model, dims = settings.embedding_model, settings.embedding_dimensions
+    keys = [_cache_key(model, dims, t) for t in texts]
+    cached: list[str | None] = [None] * len(texts)
+    try:
+        cached = [None if c is None else str(c) for c in await get_redis().mget(keys)]
+    except Exception as exc:
+        if not is_redis_unavailable(exc):
+            raise
+    out: list[list[float] | None] = [_unpack(c) if c else None for c in cached]
+    missing = [i for i, v in enumerate(out) if v is None]
+    for start in range(0, len(missing), EMBED_BATCH):
+        batch = missing[start : start + EMBED_BATCH]
+        vectors = await embed_openai(model, [texts[i] for i in batch], dims)
+        for i, vector in zip(batch, vectors, strict=True):
+            out[i] = vector
+        with tolerate_redis_outage("embeddings cache write"):
+            async with get_redis().pipeline(transaction=False) as pipe:
+                for i, vector in zip(batch, vectors, strict=True):
+                    pipe.set(keys[i], _pack(vector), ex=30 * 86_400)
+                await pipe.execute()
+    return [v for v in out if v is not None]

@@ -1,0 +1,226 @@
+"""Tenant-isolated vector storage and search on Postgres + pgvector.
+
+Every statement names the tenant's schema through `sql.Identifier` after validation; vectors
+travel in pgvector's binary format. Queries order by the raw `<=>` distance so the HNSW index
+is used, and raise `hnsw.ef_search` (transaction-local) when `limit` exceeds it, so a query
+never returns fewer rows than exist and were asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent_patterns.backends.migrations import create_tenant_schema
+from agent_patterns.config import get_settings
+from agent_patterns.tenancy import validate_schema_name
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+__all__ = ["ChunkMatch", "create_tenant_schema", "insert_chunk", "insert_embedding", "similarity_search"]
+DEFAULT_EF_SEARCH = 40
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class ChunkMatch:
+    chunk_id: uuid.UUID
+    content: str
+    similarity: float  # 1 - cosine_distance / 2, in 0..1
+    document_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def check_embedding(embedding: Sequence[float]) -> list[float]:
+    """The vector as floats; ValueError (before any SQL) for a wrong length, NaN or infinity."""
+    dim = get_settings().embedding_dimensions
+    values = list(map(float, embedding))
+    if len(values) != dim:
+        raise ValueError(f"embedding has {len(values)} dimensions, expected {dim}")
+    # One C-level pass: NaN and +/-inf (even both signs together) make the sum non-finite.
+    if not math.isfinite(sum(values)):
+        raise ValueError("embedding contains NaN or infinity (or values too large to sum)")
+    return values
+
+
+def _vec(values: list[float]) -> Any:
+    from pgvector import Vector
+
+    return Vector(values)
+
+
+def _s(schema_name: str) -> Any:
+    from psycopg import sql
+
+    return sql.Identifier(validate_schema_name(schema_name))
+
+
+async def insert_chunk(
+    db: AsyncConnection,
+    schema_name: str,
+    content: str,
+    *,
+    document_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    position: int = 0,
+) -> uuid.UUID:
+    from psycopg import sql
+
+    schema = _s(schema_name)
+    if not content.strip():
+        raise ValueError("chunk content is empty")
+    cur = await db.execute(
+        sql.SQL(
+            "INSERT INTO {}.chunks (document_id, position, content, metadata) VALUES (%s, %s, %s, %s) RETURNING id"
+        ).format(schema),
+        (document_id, position, content, json.dumps(metadata or {})),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+async def insert_embedding(
+    db: AsyncConnection, schema_name: str, chunk_id: uuid.UUID, embedding: Sequence[float]
+) -> uuid.UUID:
+    from psycopg import sql
+
+    values = check_embedding(embedding)
+    schema = _s(schema_name)
+    cur = await db.execute(
+        sql.SQL("INSERT INTO {}.embeddings (chunk_id, embedding) VALUES (%s, %s) RETURNING id").format(schema),
+        (chunk_id, _vec(values)),
+        binary=True,
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+async def bulk_insert(
+    db: AsyncConnection,
+    schema_name: str,
+    rows: Iterable[tuple[str, Sequence[float], dict[str, Any] | None]],
+    *,
+    document_id: str | None = None,
+) -> list[uuid.UUID]:
+    """Chunks and their embeddings with binary COPY (the fast path for ingestion)."""
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    schema = _s(schema_name)
+    prepared = [(uuid.uuid4(), content, check_embedding(emb), meta or {}) for content, emb, meta in rows]
+    async with db.cursor() as cur:
+        async with cur.copy(
+            sql.SQL(
+                "COPY {}.chunks (id, document_id, position, content, metadata) FROM STDIN WITH (FORMAT BINARY)"
+            ).format(schema)
+        ) as copy:
+            copy.set_types(["uuid", "text", "int4", "text", "jsonb"])
+            for position, (cid, content, _, meta) in enumerate(prepared):
+                await copy.write_row((cid, document_id, position, content, Jsonb(meta)))
+        async with cur.copy(
+            sql.SQL("COPY {}.embeddings (chunk_id, embedding) FROM STDIN WITH (FORMAT BINARY)").format(schema)
+        ) as copy:
+            copy.set_types(["uuid", "vector"])
+            for cid, _, values, _ in prepared:
+                await copy.write_row((cid, _vec(values)))
+    return [cid for cid, *_ in prepared]
+
+
+async def _raise_ef_search(db: AsyncConnection, limit: int) -> None:
+    if limit > DEFAULT_EF_SEARCH:  # SET LOCAL: this transaction only (and no pinned proxy session)
+        await db.execute(f"SET LOCAL hnsw.ef_search = {int(limit)}")
+
+
+def _match(row: tuple[Any, ...]) -> ChunkMatch:
+    cid, content, distance, document_id, metadata = row
+    return ChunkMatch(uuid.UUID(str(cid)), content, 1.0 - float(distance) / 2.0, document_id, metadata)
+
+
+async def similarity_search(
+    db: AsyncConnection,
+    schema_name: str,
+    query_embedding: Sequence[float],
+    limit: int,
+    *,
+    metadata_filter: dict[str, Any] | None = None,
+) -> list[ChunkMatch]:
+    """The `limit` nearest chunks by cosine distance (HNSW). A metadata filter (jsonb
+    containment) is searched exactly, so it still returns `limit` rows when they exist."""
+    from psycopg import sql
+
+    values = check_embedding(query_embedding)
+    if not 1 <= limit <= 1000:
+        raise ValueError("limit must be between 1 and 1000")
+    schema = _s(schema_name)
+    where, params = sql.SQL(""), [_vec(values)]
+    if metadata_filter:
+        where = sql.SQL("WHERE c.metadata @> %s::jsonb")
+        params.append(json.dumps(metadata_filter))
+    params.append(limit)
+    query = sql.SQL(
+        "SELECT c.id, c.content, e.embedding <=> %s AS distance, c.document_id, c.metadata"
+        " FROM {s}.embeddings e JOIN {s}.chunks c ON c.id = e.chunk_id {where} ORDER BY distance LIMIT %s"
+    ).format(s=schema, where=where)
+    async with db.transaction():
+        if metadata_filter:
+            # pgvector 0.6 filters after the index scan (a page could come back short);
+            # without the index the filtered rows are ranked exactly.
+            await db.execute("SET LOCAL enable_indexscan = off")
+        else:
+            await _raise_ef_search(db, limit)
+        cur = await db.execute(query, params, binary=True)
+        return [_match(r) for r in await cur.fetchall()]
+
+
+async def hybrid_search(
+    db: AsyncConnection,
+    schema_name: str,
+    query_text: str,
+    query_embedding: Sequence[float],
+    limit: int,
+    *,
+    metadata_filter: dict[str, Any] | None = None,
+) -> list[ChunkMatch]:
+    """Reciprocal rank fusion of vector similarity and full-text rank (k = 60)."""
+    from psycopg import sql
+
+    candidates = max(limit * 4, 40)
+    vector_hits = await similarity_search(db, schema_name, query_embedding, candidates, metadata_filter=metadata_filter)
+    schema = _s(schema_name)
+    where = sql.SQL("AND c.metadata @> %s::jsonb") if metadata_filter else sql.SQL("")
+    params: list[Any] = [query_text, *([json.dumps(metadata_filter)] if metadata_filter else []), candidates]
+    cur = await db.execute(
+        sql.SQL(
+            "SELECT c.id, c.content, c.document_id, c.metadata FROM {s}.chunks c,"
+            " plainto_tsquery('english', %s) q WHERE c.fts @@ q {where}"
+            " ORDER BY ts_rank_cd(c.fts, q) DESC, c.id LIMIT %s"
+        ).format(s=schema, where=where),
+        params,
+    )
+    text_hits = await cur.fetchall()
+    scores: dict[uuid.UUID, float] = {}
+    by_id: dict[uuid.UUID, ChunkMatch] = {}
+    for rank, hit in enumerate(vector_hits):
+        scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        by_id[hit.chunk_id] = hit
+    for rank, (cid, content, document_id, metadata) in enumerate(text_hits):
+        key = uuid.UUID(str(cid))
+        scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
+        by_id.setdefault(key, ChunkMatch(key, content, 0.0, document_id, metadata))
+    ranked = sorted(scores, key=lambda k: (-scores[k], str(k)))[:limit]
+    return [by_id[k] for k in ranked]
+
+
+async def delete_document(db: AsyncConnection, schema_name: str, document_id: str) -> bool:
+    """Delete a document with its chunks and embeddings (cascade); False if it did not exist."""
+    from psycopg import sql
+
+    cur = await db.execute(sql.SQL("DELETE FROM {}.documents WHERE id = %s").format(_s(schema_name)), (document_id,))
+    return cur.rowcount > 0
