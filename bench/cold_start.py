@@ -26,7 +26,7 @@ elapsed = time.perf_counter() - t0
 print(json.dumps({{"ms": elapsed * 1000, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 FLOOR = "sys.path.insert(0, {bench!r}); import floor_app; floor_app.handler"
-FUNCTION = "from agent_patterns.local import load_function; load_function({name!r}).app"
+FUNCTION = "from agent_patterns_dev.gateway import load_function; load_function({name!r}).app"
 
 
 def lambda_like_env() -> dict[str, str]:

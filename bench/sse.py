@@ -100,9 +100,6 @@ async def run_case(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    from agent_patterns.backends.redis import redis_url
-
-    os.environ["REDIS_URL"] = redis_url()
     os.environ["AUTH_MODE"] = "local"
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT / 'layers' / 'patterns'}"}
@@ -154,8 +151,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--rate", type=float, default=100.0, help="events published per second")
     args = parser.parse_args()
-    os.environ.setdefault("AGENT_PATTERNS_DATA_DIR", str(ROOT / ".agent-patterns" / "bench"))
-    asyncio.run(main_async(args))
+    from agent_patterns_dev import embedded
+    from agent_patterns_dev.environment import export_auth_secret
+
+    data_dir = ROOT / ".agent-patterns" / "bench"
+    try:
+        if not os.environ.get("REDIS_URL"):
+            os.environ["REDIS_URL"] = embedded.redis_url(data_dir)
+        export_auth_secret(data_dir)
+        asyncio.run(main_async(args))
+    finally:
+        embedded.stop()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 DIM = 1536
@@ -121,12 +122,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
     args = parser.parse_args()
-    os.environ.setdefault("AGENT_PATTERNS_DATA_DIR", tempfile.mkdtemp(prefix="vector-bench-"))
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    asyncio.run(run(args.rows, args.queries))
-    from agent_patterns.backends import embedded
+    from agent_patterns_dev import embedded
+    from agent_patterns_dev.environment import export_backends
 
-    embedded.stop()
+    try:
+        export_backends(Path(tempfile.mkdtemp(prefix="vector-bench-")))
+        asyncio.run(run(args.rows, args.queries))
+    finally:
+        embedded.stop()
 
 
 if __name__ == "__main__":

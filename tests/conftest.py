@@ -1,4 +1,5 @@
-"""Shared fixtures: real Redis and Postgres (embedded unless REDIS_URL / DATABASE_URL are given)."""
+"""Shared fixtures: real Redis and Postgres (embedded unless REDIS_URL / DATABASE_URL are given),
+and a final check that nothing the run started is still running."""
 
 from __future__ import annotations
 
@@ -28,19 +29,46 @@ SHARED = ROOT / "shared"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def backend_urls() -> Iterator[dict[str, str]]:
-    """Start the embedded servers once and export their URLs, so subprocesses share them."""
-    from agent_patterns.backends import embedded
-    from agent_patterns.backends.postgres import database_url
-    from agent_patterns.backends.redis import redis_url
-    from agent_patterns.config import reset_settings
+def backend_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Start the embedded servers once (unless URLs are given) and export their URLs, so
+    subprocesses share them; at the end, fail if any process the run started survives."""
+    from agent_patterns_dev import embedded
+    from agent_patterns_dev.environment import export_backends
 
-    reset_settings()
-    urls = {"REDIS_URL": redis_url(), "DATABASE_URL": database_url()}
-    os.environ.update(urls)
-    reset_settings()
-    yield urls
-    embedded.stop()
+    export_backends(_TMP / "data")
+    try:
+        yield {"REDIS_URL": os.environ["REDIS_URL"], "DATABASE_URL": os.environ["DATABASE_URL"]}
+    finally:
+        servers = embedded.started_pids()
+        embedded.stop()
+    leftovers = _leftover_processes(servers, [_TMP, tmp_path_factory.getbasetemp()])
+    assert not leftovers, f"processes started by the test run are still running: {leftovers}"
+
+
+def _leftover_processes(pids: set[int], folders: list[Path]) -> list[str]:
+    """Live processes this run started: its servers, its descendants, anything running from its folders."""
+    import time
+
+    import psutil
+
+    me = psutil.Process()
+    deadline = time.monotonic() + 10  # a process that was just told to stop may need a moment
+    while True:
+        found = {p.pid: p for p in me.children(recursive=True)}
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.pid in pids or any(str(folder) in cmd for folder in folders):
+                found[proc.pid] = proc
+        alive = []
+        for proc in found.values():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +185,7 @@ async def function_client(name: str) -> AsyncIterator[Any]:
     """An HTTP client of one function's app, in-process (no server)."""
     import httpx
 
-    from agent_patterns.local import load_function
+    from agent_patterns_dev.gateway import load_function
 
     transport = httpx.ASGITransport(app=load_function(name).app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:

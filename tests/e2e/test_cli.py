@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent_patterns.local import load_function
 from agent_patterns.runs import events
 from agent_patterns.tenancy import issue_stream_token
+from agent_patterns_dev.gateway import load_function
 from tests.conftest import ROOT, LiveServer, python_subprocess_env
 
 
@@ -28,7 +28,7 @@ async def test_events_prints_a_runs_events_as_they_happen_until_it_ends(server: 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent_patterns.cli",
+        "agent_patterns_dev.cli",
         "events",
         run_id,
         "--api",
@@ -58,7 +58,7 @@ def test_events_reports_access_errors_clearly(server: LiveServer) -> None:
         [
             sys.executable,
             "-m",
-            "agent_patterns.cli",
+            "agent_patterns_dev.cli",
             "events",
             "6c1f6bb4-38a4-4c47-8d35-2a3b5d2e1f00",
             "--api",

@@ -10,9 +10,9 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from agent_patterns.config import reset_settings
 from agent_patterns.crawl.browser import BASE_ARGS, chromium_executable
-from agent_patterns.local import load_function
 from agent_patterns.runs import events
 from agent_patterns.tenancy import issue_stream_token
+from agent_patterns_dev.gateway import load_function
 from tests.conftest import LiveServer
 
 CHROMIUM_ARGS = list(BASE_ARGS)

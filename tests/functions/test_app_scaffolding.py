@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from agent_patterns import errors
-from agent_patterns.local import load_function
 from agent_patterns.tenancy import issue_token
 from agent_patterns.web import CurrentTenant, create_app
+from agent_patterns_dev.gateway import load_function
 from tests.conftest import SHARED
 
 

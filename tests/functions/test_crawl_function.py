@@ -15,8 +15,8 @@ from moto import mock_aws
 
 from agent_patterns.backends.sqs import reset_sqs, set_local_consumer
 from agent_patterns.config import reset_settings
-from agent_patterns.local import LocalLambdaContext, load_function, sqs_event
 from agent_patterns.runs import events
+from agent_patterns_dev.gateway import LocalLambdaContext, load_function, sqs_event
 from tests.conftest import LiveServer, bearer, function_client
 from tests.crawl_site import build_site, counting_site
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from agent_patterns.config import reset_settings
-from agent_patterns.local import load_function
 from agent_patterns.runs import events
 from agent_patterns.streaming import feeds
 from agent_patterns.tenancy import issue_stream_token, issue_token
+from agent_patterns_dev.gateway import load_function
 from tests.conftest import LiveServer
 
 

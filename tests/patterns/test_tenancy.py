@@ -152,15 +152,28 @@ def test_apigateway_mode_takes_the_tenant_from_authorizer_claims(settings_env: p
     assert tenant_from_request({}, event) == tenant("initech")
 
 
-def test_the_local_secret_is_created_once_and_shared(tmp_path: Any, settings_env: pytest.MonkeyPatch) -> None:
+def test_without_auth_secret_the_layer_refuses_to_sign(settings_env: pytest.MonkeyPatch) -> None:
     from agent_patterns.config import reset_settings
-    from agent_patterns.tenancy import auth_secret
+    from agent_patterns.errors import ConfigurationError
 
     settings_env.delenv("AUTH_SECRET")
-    settings_env.setenv("AGENT_PATTERNS_DATA_DIR", str(tmp_path))
     reset_settings()
+    with pytest.raises(ConfigurationError, match="AUTH_SECRET is not set"):
+        issue_token("acme")
+
+
+def test_the_dev_tools_create_the_local_secret_once(tmp_path: Any, settings_env: pytest.MonkeyPatch) -> None:
+    from agent_patterns.config import reset_settings
+    from agent_patterns.tenancy import auth_secret
+    from agent_patterns_dev.environment import export_auth_secret
+
+    settings_env.delenv("AUTH_SECRET")
+    export_auth_secret(tmp_path)
     first = auth_secret()
     assert (tmp_path / "auth_secret").stat().st_mode & 0o077 == 0
+    settings_env.delenv("AUTH_SECRET")
+    export_auth_secret(tmp_path)  # a second start reads the same key back
+    reset_settings()
     assert auth_secret() == first and len(first) == 64
     token = issue_token("acme")
     assert jwt.decode(token, first, algorithms=["HS256"], audience="agent-patterns")["exp"] > time.time()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -16,11 +15,6 @@ from agent_patterns.errors import ConfigurationError
 def on_lambda() -> bool:
     """True inside a Lambda execution environment (the runtime always sets this variable)."""
     return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
-
-
-def project_root() -> Path:
-    """The checkout this package runs from (layers/patterns/agent_patterns/ is three levels down)."""
-    return Path(__file__).resolve().parents[3]
 
 
 class Settings(BaseSettings):
@@ -46,11 +40,6 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(15.0, gt=0)
     sse_retry_ms: int = Field(2000, ge=100, description="Reconnect delay suggested to SSE clients.")
     sse_max_stream_seconds: float = Field(840.0, gt=0, description="Streams end (cleanly) after this long.")
-    data_dir: Path = Field(
-        default_factory=lambda: project_root() / ".agent-patterns",
-        alias="AGENT_PATTERNS_DATA_DIR",
-        description="Folder of the embedded servers' data and the local auth secret.",
-    )
     redis_socket_timeout: float = Field(5.0, gt=0)
     redis_connect_timeout: float = Field(2.0, gt=0)
     redis_health_check_interval: int = Field(15, ge=0)
@@ -109,8 +98,8 @@ class Settings(BaseSettings):
             return self.auth_mode
         return "apigateway" if on_lambda() else "local"
 
-    def url_for(self, backend: Literal["redis", "postgres"]) -> str | None:
-        """The backend's URL from the environment or Secrets Manager; None means "use embedded"."""
+    def url_for(self, backend: Literal["redis", "postgres"]) -> str:
+        """The backend's URL from the environment or Secrets Manager."""
         if backend == "redis":
             value, arn, var = self.redis_url, self.redis_url_secret_arn, "REDIS_URL"
         else:
@@ -119,11 +108,10 @@ class Settings(BaseSettings):
             return value.get_secret_value()
         if arn:
             return resolve_secret(arn)
-        if on_lambda():
-            raise ConfigurationError(
-                f"{var} is not set: on Lambda set {var} (or {var}_SECRET_ARN) to the {backend} server to use"
-            )
-        return None
+        raise ConfigurationError(
+            f"{var} is not set: set {var} (or {var}_SECRET_ARN) to the {backend} server to use"
+            " (locally, `uv run agent-patterns dev` starts an embedded one)"
+        )
 
 
 def resolve_secret(arn: str) -> str:

@@ -6,16 +6,13 @@ claims on AWS, or a bearer token signed with AUTH_SECRET locally. Request bodies
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from agent_patterns.config import Settings, get_settings, on_lambda
+from agent_patterns.config import Settings, get_settings
 from agent_patterns.errors import ConfigurationError, InvalidTenantError, UnauthorizedError
 
 TENANT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
@@ -55,7 +52,7 @@ def tenant(tenant_id: str) -> Tenant:
 
 
 def auth_secret(settings: Settings | None = None) -> bytes:
-    """The HMAC key for tokens; locally a random key is created once and kept in the data dir."""
+    """The HMAC key for tokens: AUTH_SECRET, or the secret AUTH_SECRET_ARN names."""
     settings = settings or get_settings()
     if settings.auth_secret is not None:
         return settings.auth_secret.get_secret_value().encode()
@@ -63,24 +60,10 @@ def auth_secret(settings: Settings | None = None) -> bytes:
         from agent_patterns.config import resolve_secret
 
         return resolve_secret(settings.auth_secret_arn).encode()
-    if on_lambda():
-        raise ConfigurationError("AUTH_SECRET is not set: set AUTH_SECRET or AUTH_SECRET_ARN")
-    return _local_secret(settings.data_dir)
-
-
-def _local_secret(data_dir: Path) -> bytes:
-    path = data_dir / "auth_secret"
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-        return key
-    except OSError as exc:  # pragma: no cover - unusual filesystem errors
-        raise ConfigurationError(f"cannot read the local auth secret at {path}: {exc}") from exc
+    raise ConfigurationError(
+        "AUTH_SECRET is not set: set AUTH_SECRET or AUTH_SECRET_ARN"
+        " (locally, `uv run agent-patterns dev` creates one in its data folder)"
+    )
 
 
 def sign(claims: Mapping[str, Any], *, ttl_seconds: int, settings: Settings | None = None) -> str:

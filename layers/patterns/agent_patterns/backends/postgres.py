@@ -33,12 +33,8 @@ _holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Holder] = weakre
 
 
 def database_url() -> str:
-    url = get_settings().url_for("postgres")
-    if url is None:
-        from agent_patterns.backends import embedded
-
-        url = embedded.database_url()
-    return url
+    """DATABASE_URL, or the secret DATABASE_URL_SECRET_ARN names."""
+    return get_settings().url_for("postgres")
 
 
 async def _connect() -> AsyncConnection:

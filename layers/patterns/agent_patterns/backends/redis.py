@@ -17,13 +17,8 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.
 
 
 def redis_url() -> str:
-    """REDIS_URL (or its secret); locally, when unset, the embedded server's URL."""
-    url = get_settings().url_for("redis")
-    if url is None:
-        from agent_patterns.backends import embedded
-
-        url = embedded.redis_url()
-    return url
+    """REDIS_URL, or the secret REDIS_URL_SECRET_ARN names."""
+    return get_settings().url_for("redis")
 
 
 def _build(url: str) -> Redis:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from agent_patterns_dev.settings import dev_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 def _api_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api",
-        default=os.environ.get("AGENT_PATTERNS_API", "http://127.0.0.1:3000"),
+        default=dev_settings().api,
         help="API base URL (default: the local dev server, or AGENT_PATTERNS_API)",
     )
     p.add_argument("--token", help="bearer or stream token (default: AGENT_PATTERNS_TOKEN)")
@@ -42,7 +43,7 @@ def _api_options(p: argparse.ArgumentParser) -> None:
 def _events(args: argparse.Namespace) -> int:
     import json
 
-    from agent_patterns.client import ApiError, follow_events, resolve_token
+    from agent_patterns_dev.client import ApiError, follow_events, resolve_token
 
     token = resolve_token(args.token, args.tenant)
     try:
@@ -65,7 +66,7 @@ def _bar(done: int, total: int, width: int = 30) -> str:
 def _crawl(args: argparse.Namespace) -> int:
     import time
 
-    from agent_patterns.client import ApiError, follow_events, get_crawl, resolve_token, start_crawl
+    from agent_patterns_dev.client import ApiError, follow_events, get_crawl, resolve_token, start_crawl
 
     token = resolve_token(args.token, args.tenant)
     try:
@@ -116,12 +117,15 @@ def _crawl(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
-        from agent_patterns.devserver import serve
+        from agent_patterns_dev.devserver import serve
 
         return serve(args.host, args.port)
     if args.command == "token":
         from agent_patterns.errors import AgentPatternsError
         from agent_patterns.tenancy import issue_token
+        from agent_patterns_dev.environment import export_auth_secret
+
+        export_auth_secret(dev_settings().data_dir)
 
         try:
             print(issue_token(args.tenant, ttl_seconds=args.ttl))

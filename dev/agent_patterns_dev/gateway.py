@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent_patterns.config import project_root
+from agent_patterns_dev.settings import project_root
 
 FUNCTIONS = ("llm", "search", "crawl", "streaming")
 # (path prefix, function): first match wins; mirrors template.yaml's routes.

@@ -4,13 +4,15 @@ SSE streams (resuming with Last-Event-ID after any drop, as a browser does)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from agent_patterns.runs.records import TERMINAL_STATUSES
+from agent_patterns_dev.settings import dev_settings
 
 DEFAULT_API = "http://127.0.0.1:3000"
 
@@ -42,11 +44,14 @@ def resolve_token(token: str | None, tenant: str | None) -> str | None:
     """An explicit token, AGENT_PATTERNS_TOKEN, or (local server only) a token minted for `tenant`."""
     if token:
         return token
-    if os.environ.get("AGENT_PATTERNS_TOKEN"):
-        return os.environ["AGENT_PATTERNS_TOKEN"]
+    settings = dev_settings()
+    if settings.token is not None:
+        return settings.token.get_secret_value()
     if tenant:
         from agent_patterns.tenancy import issue_token
+        from agent_patterns_dev.environment import export_auth_secret
 
+        export_auth_secret(settings.data_dir)
         return issue_token(tenant)
     return None
 
@@ -96,7 +101,7 @@ def follow_events(
                                 if event_id:
                                     last_id = event_id
                                 yield StreamEvent(event_id, message["type"], message.get("payload") or {})
-                                if message["type"] in ("complete", "error"):
+                                if message["type"] in TERMINAL_STATUSES:
                                     return
                         event_id, data = None, None
             except httpx.TransportError:
