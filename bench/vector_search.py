@@ -51,7 +51,7 @@ async def run(rows: int, queries: int) -> None:
     schema = "tenant_bench"
     async with connection() as db:
         await db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        await db.execute("DELETE FROM agent_patterns.schema_migrations WHERE scope = %s", (schema,))
+        await db.execute("DELETE FROM agent_patterns.schema_versions WHERE scope = %s", (schema,))
         from agent_patterns.backends.migrations import forget_applied
 
         forget_applied()

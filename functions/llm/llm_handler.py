@@ -4,9 +4,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent_patterns.config import get_settings
 from agent_patterns.llm import call_llm
 from agent_patterns.llm.routing import check_models
+from agent_patterns.llm.settings import llm_settings
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
 
 
@@ -28,7 +28,7 @@ async def complete(body: CompleteRequest, who: CurrentTenant) -> dict[str, Any]:
     result = await call_llm(
         body.prompt,
         who.id,
-        get_settings().llm_daily_token_budget,
+        llm_settings().llm_daily_token_budget,
         body.agent_type,
         model=body.model,
         max_tokens=body.max_tokens,

@@ -1,4 +1,5 @@
-"""Migrations: versioned, idempotent, and safe when several processes run them at once."""
+"""Migrations: per component, versioned, idempotent, safe when several processes run them at
+once, and adopting the versions recorded by the first runner."""
 
 from __future__ import annotations
 
@@ -8,30 +9,51 @@ import subprocess
 import uuid
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from agent_patterns.backends import connection
 from agent_patterns.backends import migrations as m
 from agent_patterns.backends.postgres import database_url
+from agent_patterns.crawl.schema import CRAWL
+from agent_patterns.errors import InvalidTenantError
+from agent_patterns.runs.schema import RUNS
+from agent_patterns.search.schema import SEARCH
 from tests.conftest import PYTHON, python_subprocess_env
 
+ALL = (RUNS, CRAWL, SEARCH)
 
-async def _versions(db: psycopg.AsyncConnection, scope: str) -> list[int]:
+
+def _everything() -> dict[str, list[int]]:
+    return {c.name: [mig.version for mig in c.migrations] for c in ALL}
+
+
+async def _versions(db: psycopg.AsyncConnection, scope: str) -> dict[str, list[int]]:
     cur = await db.execute(
-        "SELECT version FROM agent_patterns.schema_migrations WHERE scope = %s ORDER BY version", (scope,)
+        "SELECT component, version FROM agent_patterns.schema_versions WHERE scope = %s ORDER BY 1, 2", (scope,)
     )
-    return [row[0] for row in await cur.fetchall()]
+    out: dict[str, list[int]] = {}
+    for component, version in await cur.fetchall():
+        out.setdefault(component, []).append(version)
+    return out
 
 
-async def test_tenant_schema_is_created_once_and_rerunning_applies_nothing() -> None:
+async def _table(db: psycopg.AsyncConnection, name: str) -> bool:
+    cur = await db.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def test_a_component_is_applied_once_with_what_it_requires() -> None:
     schema = f"tenant_mig_{uuid.uuid4().hex[:8]}"
     async with connection() as db:
-        assert await m.create_tenant_schema(db, schema) == [mig.version for mig in m.TENANT_MIGRATIONS]
+        assert await m.ensure_tenant_schema(db, schema, CRAWL) == {"runs": [1], "crawl": [1]}
+        assert not await _table(db, f"{schema}.documents")  # search was not asked for
         m.forget_applied()  # a new execution environment: no in-process memory of the work
-        assert await m.create_tenant_schema(db, schema) == []
-        assert await _versions(db, schema) == [mig.version for mig in m.TENANT_MIGRATIONS]
-        cur = await db.execute("SELECT to_regclass(%s)", (f"{schema}.runs",))
-        assert (await cur.fetchone())[0] is not None  # type: ignore[index]
+        assert await m.ensure_tenant_schema(db, schema, CRAWL) == {}
+        assert await m.ensure_tenant_schema(db, schema, SEARCH) == {"search": [1]}
+        assert await _versions(db, schema) == _everything()
+        assert await _table(db, f"{schema}.runs") and await _table(db, f"{schema}.embeddings")
 
 
 async def test_concurrent_connections_provision_one_schema_without_errors() -> None:
@@ -39,27 +61,33 @@ async def test_concurrent_connections_provision_one_schema_without_errors() -> N
     conns = [await psycopg.AsyncConnection.connect(database_url(), autocommit=True) for _ in range(6)]
     try:
         m.forget_applied()
-        results = await asyncio.gather(*(m.create_tenant_schema(c, schema) for c in conns))
+        results = await asyncio.gather(*(m.ensure_tenant_schema(c, schema, *ALL) for c in conns))
         applied = [r for r in results if r]
-        assert len(applied) == 1, results  # exactly one runner did the work, the others waited
-        assert await _versions(conns[0], schema) == [mig.version for mig in m.TENANT_MIGRATIONS]
+        assert applied == [_everything()], results  # exactly one runner did the work, the others waited
+        assert await _versions(conns[0], schema) == _everything()
     finally:
         for c in conns:
             await c.close()
 
 
-def test_two_processes_migrate_a_fresh_database_at_once() -> None:
+def _fresh_database() -> str:
     dbname = f"mig_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(database_url(), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    url = psycopg.conninfo.make_conninfo(database_url(), dbname=dbname)
+    return psycopg.conninfo.make_conninfo(database_url(), dbname=dbname)
+
+
+def test_two_processes_migrate_a_fresh_database_at_once() -> None:
+    url = _fresh_database()
     script = """
 import asyncio, json, psycopg
 from agent_patterns.backends import migrations as m
+from agent_patterns.crawl.schema import CRAWL
+from agent_patterns.search.schema import SEARCH
 async def main():
     async with await psycopg.AsyncConnection.connect(%r, autocommit=True) as db:
         g = await m.migrate_global(db)
-        t = await m.create_tenant_schema(db, "tenant_shared")
+        t = await m.ensure_tenant_schema(db, "tenant_shared", CRAWL, SEARCH)
     print(json.dumps([g, t]))
 asyncio.run(main())
 """.replace("%r", repr(url))
@@ -78,19 +106,48 @@ asyncio.run(main())
         assert p.returncode == 0, err
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     # Between them, each migration ran exactly once.
-    assert sorted(v for g, _ in results for v in g) == [mig.version for mig in m.GLOBAL_MIGRATIONS]
-    assert sorted(v for _, t in results for v in t) == [mig.version for mig in m.TENANT_MIGRATIONS]
+    assert [g for g, _ in results if g] == [{"core": [1]}]
+    assert [t for _, t in results if t] == [_everything()]
     with psycopg.connect(url) as db:
-        rows = db.execute("SELECT scope, count(*) FROM agent_patterns.schema_migrations GROUP BY scope").fetchall()
-    assert dict(rows) == {"global": len(m.GLOBAL_MIGRATIONS), "tenant_shared": len(m.TENANT_MIGRATIONS)}
+        rows = db.execute("SELECT scope, count(*) FROM agent_patterns.schema_versions GROUP BY scope").fetchall()
+    assert dict(rows) == {"global": 1, "tenant_shared": 3}
+
+
+async def test_versions_recorded_by_the_first_runner_are_adopted_not_reapplied() -> None:
+    """A database migrated before components existed: its tables stay, nothing runs twice."""
+    url = _fresh_database()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+        await db.execute("CREATE SCHEMA agent_patterns")
+        await db.execute(
+            "CREATE TABLE agent_patterns.schema_migrations (scope text NOT NULL, version integer NOT NULL,"
+            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (scope, version))"
+        )
+        await db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        await db.execute("CREATE TABLE agent_patterns.tenants (schema_name text PRIMARY KEY)")
+        await db.execute("CREATE SCHEMA acme")
+        for component in ALL:  # the old runner's tables, created by the same statements
+            for stmt in component.migrations[0].statements("acme"):
+                await db.execute(stmt)
+        await db.execute("INSERT INTO agent_patterns.tenants VALUES ('acme')")
+        await db.execute(
+            "INSERT INTO agent_patterns.schema_migrations (scope, version, name) VALUES"
+            " ('global', 1, 'g'), ('acme', 1, 'runs'), ('acme', 2, 'crawl pages'), ('acme', 3, 'search')"
+        )
+        await db.execute("INSERT INTO acme.runs (run_id, kind, status) VALUES (gen_random_uuid(), 'crawl', 'complete')")
+        m.forget_applied()
+        # Re-running any CREATE TABLE would fail with "already exists": adoption must skip them all.
+        assert await m.ensure_tenant_schema(db, "acme", *ALL) == {}
+        assert await _versions(db, "acme") == _everything()
+        assert await _versions(db, "global") == {"core": [1]}
+        cur = await db.execute("SELECT count(*) FROM acme.runs")
+        assert (await cur.fetchone()) == (1,)
+        assert await _table(db, "agent_patterns.schema_migrations_legacy")
+        assert not await _table(db, "agent_patterns.schema_migrations")
+    m.forget_applied()
 
 
 async def test_reserved_schema_names_are_refused() -> None:
-    import pytest
-
-    from agent_patterns.errors import InvalidTenantError
-
     async with connection() as db:
         for name in ("agent_patterns", "pg_catalog_x"):
             with pytest.raises(InvalidTenantError):
-                await m.create_tenant_schema(db, name)
+                await m.ensure_tenant_schema(db, name, RUNS)

@@ -88,7 +88,7 @@ async def test_an_invalid_schema_name_never_reaches_sql(name: str) -> None:
     async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as conn:
         spy = RecordingConnection(conn)
         with pytest.raises(InvalidTenantError):
-            await m.create_tenant_schema(spy, name)  # type: ignore[arg-type]
+            await m.ensure_tenant_schema(spy, name)  # type: ignore[arg-type]
         assert spy.executed == []
 
 
@@ -98,7 +98,7 @@ async def test_valid_schema_names_are_created_exactly_as_named(name: str) -> Non
     if name == "agent_patterns":
         return
     async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as conn:
-        await m.create_tenant_schema(conn, name)
+        await m.ensure_tenant_schema(conn, name)
         cur = await conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (name,))
         assert (await cur.fetchone())[0] == 1  # type: ignore[index]
 

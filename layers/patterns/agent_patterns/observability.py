@@ -1,12 +1,10 @@
-"""Powertools Logger and Metrics shared by every function (service name from POWERTOOLS_SERVICE_NAME)."""
+"""Powertools Logger and Metrics shared by every function (names from the core settings)."""
 
 from __future__ import annotations
 
-import os
-
 from aws_lambda_powertools import Logger, Metrics
 
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "AgentPatterns")
+from agent_patterns.config import get_settings
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "agent-patterns"))
-metrics = Metrics()
+logger = Logger(service=get_settings().powertools_service_name)
+metrics = Metrics(namespace=get_settings().powertools_metrics_namespace)

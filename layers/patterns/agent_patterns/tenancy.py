@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent_patterns.config import Settings, get_settings
+from agent_patterns.config import CoreSettings, get_settings, value_or_secret
 from agent_patterns.errors import ConfigurationError, InvalidTenantError, UnauthorizedError
 
 TENANT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
@@ -51,22 +51,19 @@ def tenant(tenant_id: str) -> Tenant:
     return Tenant(id=tid, schema=validate_schema_name(SCHEMA_PREFIX + tid))
 
 
-def auth_secret(settings: Settings | None = None) -> bytes:
+def auth_secret(settings: CoreSettings | None = None) -> bytes:
     """The HMAC key for tokens: AUTH_SECRET, or the secret AUTH_SECRET_ARN names."""
     settings = settings or get_settings()
-    if settings.auth_secret is not None:
-        return settings.auth_secret.get_secret_value().encode()
-    if settings.auth_secret_arn:
-        from agent_patterns.config import resolve_secret
-
-        return resolve_secret(settings.auth_secret_arn).encode()
+    secret = value_or_secret(settings.auth_secret, settings.auth_secret_arn)
+    if secret is not None:
+        return secret.encode()
     raise ConfigurationError(
         "AUTH_SECRET is not set: set AUTH_SECRET or AUTH_SECRET_ARN"
         " (locally, `uv run agent-patterns dev` creates one in its data folder)"
     )
 
 
-def sign(claims: Mapping[str, Any], *, ttl_seconds: int, settings: Settings | None = None) -> str:
+def sign(claims: Mapping[str, Any], *, ttl_seconds: int, settings: CoreSettings | None = None) -> str:
     import jwt
 
     now = int(time.time())
@@ -74,7 +71,7 @@ def sign(claims: Mapping[str, Any], *, ttl_seconds: int, settings: Settings | No
     return jwt.encode(body, auth_secret(settings), algorithm=TOKEN_ALGORITHM)
 
 
-def verify(token: str, *, settings: Settings | None = None) -> dict[str, Any]:
+def verify(token: str, *, settings: CoreSettings | None = None) -> dict[str, Any]:
     """Claims of a token we signed; UnauthorizedError says whether it expired or is invalid."""
     import jwt
 
@@ -89,14 +86,14 @@ def verify(token: str, *, settings: Settings | None = None) -> dict[str, Any]:
     return claims
 
 
-def issue_token(tenant_id: str, *, ttl_seconds: int = 30 * 86_400, settings: Settings | None = None) -> str:
+def issue_token(tenant_id: str, *, ttl_seconds: int = 30 * 86_400, settings: CoreSettings | None = None) -> str:
     """A bearer token for `tenant_id` on a local (AUTH_MODE=local) server."""
     tid = validate_tenant_id(tenant_id)
     return sign({"sub": tid, "tenant_id": tid, "kind": "bearer"}, ttl_seconds=ttl_seconds, settings=settings)
 
 
 def issue_stream_token(
-    tenant_id: str, run_id: str, *, ttl_seconds: int | None = None, settings: Settings | None = None
+    tenant_id: str, run_id: str, *, ttl_seconds: int | None = None, settings: CoreSettings | None = None
 ) -> str:
     """A short-lived token that opens one run's event stream (EventSource cannot send headers)."""
     settings = settings or get_settings()
@@ -107,7 +104,7 @@ def issue_stream_token(
 _jwks_clients: dict[str, Any] = {}
 
 
-def verify_idp_token(token: str, settings: Settings | None = None) -> Tenant:
+def verify_idp_token(token: str, settings: CoreSettings | None = None) -> Tenant:
     """The tenant of an identity provider's JWT, checked against its JWKS (for the function URL,
     which has no API Gateway authorizer in front of it)."""
     import jwt
@@ -148,7 +145,7 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
 
 
 def tenant_from_request(
-    headers: Mapping[str, str], aws_event: Mapping[str, Any] | None, settings: Settings | None = None
+    headers: Mapping[str, str], aws_event: Mapping[str, Any] | None, settings: CoreSettings | None = None
 ) -> Tenant:
     """The authenticated tenant of a request, from JWT authorizer claims or a local bearer token."""
     settings = settings or get_settings()

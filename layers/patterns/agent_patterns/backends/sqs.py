@@ -11,7 +11,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from agent_patterns.config import get_settings
 from agent_patterns.errors import ConfigurationError
 
 _client: Any = None
@@ -33,8 +32,8 @@ def set_local_consumer(consumer: Callable[[dict[str, Any]], None] | None) -> Non
     _local_consumer = consumer
 
 
-async def send_job(message: dict[str, Any], *, delay_seconds: int = 0) -> None:
-    queue_url = get_settings().crawl_queue_url
+async def send_job(queue_url: str | None, message: dict[str, Any], *, delay_seconds: int = 0) -> None:
+    """Send a job to the queue; without a queue URL, to the in-process consumer (dev server)."""
     if queue_url:
         body = json.dumps(message, separators=(",", ":"))
         await asyncio.to_thread(

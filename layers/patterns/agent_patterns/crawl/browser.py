@@ -6,9 +6,10 @@ system Chromium is a first-class fallback rather than an error.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
+
+from agent_patterns.crawl.settings import crawl_settings
 
 SYSTEM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Flags for headless Chromium on servers and in Lambda: no sandbox (Lambda runs as root without
@@ -28,7 +29,7 @@ BASE_ARGS = (
 
 def chromium_executable() -> str | None:
     """Path of the browser to launch; None means Playwright's bundled Chromium (it is installed)."""
-    configured = os.environ.get("CHROMIUM_PATH")
+    configured = crawl_settings().chromium_path
     if configured:
         if not Path(configured).is_file():
             from agent_patterns.errors import ConfigurationError
@@ -49,7 +50,7 @@ def chromium_executable() -> str | None:
 
 
 def _playwright_chromium_installed() -> bool:
-    base = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path.home() / ".cache" / "ms-playwright")
+    base = crawl_settings().playwright_browsers_path or str(Path.home() / ".cache" / "ms-playwright")
     root = Path(base)
     return root.is_dir() and any(
         (d / "chrome-linux" / "chrome").is_file() or (d / "chrome-linux64" / "chrome").is_file()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_patterns.config import on_lambda
 from agent_patterns.crawl.browser import BASE_ARGS
 from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, EgressPolicy, EgressProxy
 from agent_patterns.crawl.types import AuthConfig, CrawlConfig, CrawlResult
@@ -42,7 +42,7 @@ def launch_args(proxy_url: str) -> list[str]:
         "--webrtc-ip-handling-policy=disable_non_proxied_udp",
         *BASE_ARGS,
     ]
-    if "AWS_LAMBDA_FUNCTION_NAME" in os.environ:  # Lambda: no zygote, no multiprocess sandbox
+    if on_lambda():  # Lambda: no zygote, no multiprocess sandbox
         args += ["--single-process", "--no-zygote", "--disable-setuid-sandbox", "--in-process-gpu"]
     return args
 

@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 
 from agent_patterns.backends import connection, get_redis
 from agent_patterns.backends.sqs import send_job
-from agent_patterns.config import get_settings
 from agent_patterns.crawl.engine import run_crawl
 from agent_patterns.crawl.netguard import BlockedAddressError, EgressPolicy
+from agent_patterns.crawl.settings import crawl_settings
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.errors import NotFoundError, ValidationError
 from agent_patterns.runs import events
@@ -72,7 +72,7 @@ class JobMessage(BaseModel):
 
 
 def _policy() -> EgressPolicy:
-    return EgressPolicy(get_settings().crawl_allowed_private_hosts)
+    return EgressPolicy(crawl_settings().crawl_allowed_private_hosts)
 
 
 async def validate_request(request: CrawlRequest) -> None:
@@ -112,7 +112,9 @@ async def start_run(tenant_id: str, request: CrawlRequest) -> str:
     """Record a queued crawl run and enqueue its first step; returns run_id."""
     await validate_request(request)
     run_id = await events.create_run(tenant_id, KIND, _stored_request(request))
-    await send_job({"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": 0})
+    await send_job(
+        crawl_settings().crawl_queue_url, {"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": 0}
+    )
     return run_id
 
 
@@ -184,7 +186,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
     async def on_page(url: str, pages_crawled: int) -> None:
         await events.publish(run_id, "running", {"url": url, "pages_crawled": pages_crawled, "max_pages": max_pages})
 
-    settings = get_settings()
+    settings = crawl_settings()
     stop_at = time.monotonic() + remaining_ms() / 1000 - settings.crawl_invocation_margin_seconds
     config = CrawlConfig(
         url=str(record.request["url"]),
@@ -199,7 +201,10 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
     result = await run_crawl(config)
     if result.continuation is not None:
         await get_redis().set(checkpoint_key(run_id), json.dumps(result.continuation), ex=CHECKPOINT_TTL_S)
-        await send_job({"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": step + 1})
+        await send_job(
+            crawl_settings().crawl_queue_url,
+            {"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": step + 1},
+        )
         return {"run_id": run_id, "step": step, "outcome": "continued", "pages_crawled": result.pages_crawled}
     if result.error_message is not None:
         await _fail(tenant_id, run_id, result.error_message)
@@ -243,6 +248,11 @@ async def _store_pages(tenant_id: str, run_id: str, result: CrawlResult) -> None
         )
         for i, p in enumerate(result.crawl_data["pages"])
     ]
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.crawl.schema import CRAWL
+
+    async with connection() as db:
+        await ensure_tenant_schema(db, schema, CRAWL)
     async with connection() as db, db.transaction():
         await db.execute(
             sql.SQL("DELETE FROM {}.crawl_pages WHERE run_id = %s").format(sql.Identifier(schema)), (run_id,)
@@ -265,7 +275,11 @@ async def crawl_report(tenant_id: str, run_id: str) -> dict[str, Any]:
     record = await get_run(tenant_id, run_id)
     if record is None or record.kind != KIND:
         raise NotFoundError(f"crawl run {run_id} not found")
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.crawl.schema import CRAWL
+
     async with connection() as db:
+        await ensure_tenant_schema(db, tenant(tenant_id).schema, CRAWL)
         cur = db.cursor(row_factory=dict_row)
         await cur.execute(
             sql.SQL(

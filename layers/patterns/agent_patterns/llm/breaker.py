@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agent_patterns.backends import get_redis
 from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
-from agent_patterns.config import get_settings
+from agent_patterns.llm.settings import llm_settings
 
 
 def _keys(provider: str) -> tuple[str, str]:
@@ -26,7 +26,7 @@ async def is_open(provider: str) -> bool:
 
 
 async def record_failure(provider: str) -> None:
-    settings = get_settings()
+    settings = llm_settings()
     failures, opened = _keys(provider)
     with tolerate_redis_outage("circuit breaker update"):
         count = int(await get_redis().incr(failures))

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent_patterns.backends import get_redis
 from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
-from agent_patterns.config import get_settings
+from agent_patterns.llm.settings import llm_settings
 from agent_patterns.observability import logger
 
 KEY_VERSION = 1
@@ -65,8 +65,8 @@ class MemoryCache:
         return entry[1]
 
     def put(self, key: str, value: dict[str, Any], ttl_s: float) -> None:
-        size = get_settings().llm_memory_cache_size
-        ttl_s = min(ttl_s, get_settings().llm_memory_cache_ttl_seconds)
+        size = llm_settings().llm_memory_cache_size
+        ttl_s = min(ttl_s, llm_settings().llm_memory_cache_ttl_seconds)
         if size <= 0 or ttl_s <= 0:
             return
         self._entries[key] = (time.monotonic() + ttl_s, value)
@@ -105,7 +105,7 @@ async def get(key: str) -> tuple[dict[str, Any], str] | None:
 
 
 async def put(key: str, value: dict[str, Any]) -> None:
-    ttl = get_settings().llm_cache_ttl_seconds
+    ttl = llm_settings().llm_cache_ttl_seconds
     with tolerate_redis_outage("llm cache write"):
         await get_redis().set(key, json.dumps(value, separators=(",", ":")), ex=ttl)
         memory.put(key, value, ttl)  # only what Redis holds too

@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass
 
 from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
-from agent_patterns.config import get_settings
 from agent_patterns.errors import BackendUnavailableError, BudgetExceededError, ValidationError
 from agent_patterns.llm import budget, cache, providers
 from agent_patterns.llm.pricing import cost_usd
 from agent_patterns.llm.routing import Route, route_for
+from agent_patterns.llm.settings import llm_settings
 from agent_patterns.observability import logger, metrics
 from agent_patterns.tenancy import validate_tenant_id
 
@@ -26,7 +26,7 @@ class LLMResult:
 
 
 def _validate(prompt: str, max_tokens: int, temperature: float, system: str | None) -> None:
-    settings = get_settings()
+    settings = llm_settings()
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValidationError("prompt: must not be empty")
     if len(prompt) + len(system or "") > settings.llm_max_prompt_chars:
@@ -71,13 +71,13 @@ async def call_llm(
 
     found = await cache.get(key)
     if found is None:
-        token = await cache.lock(key, get_settings().llm_singleflight_wait_seconds + 5)
+        token = await cache.lock(key, llm_settings().llm_singleflight_wait_seconds + 5)
         if token is None:  # someone is already asking exactly this: wait for their answer
-            value = await cache.wait_for(key, get_settings().llm_singleflight_wait_seconds)
+            value = await cache.wait_for(key, llm_settings().llm_singleflight_wait_seconds)
             if value is not None:
                 found = (value, "singleflight")
             else:
-                token = await cache.lock(key, get_settings().llm_singleflight_wait_seconds + 5) or ""
+                token = await cache.lock(key, llm_settings().llm_singleflight_wait_seconds + 5) or ""
     if found is not None:
         value, layer = found
         _metric("CacheHits", 1)
@@ -108,7 +108,7 @@ async def _reserve(tenant_id: str, amount: int, daily_budget: int) -> budget.Res
     except Exception as exc:
         if not is_redis_unavailable(exc):
             raise
-        if get_settings().llm_budget_fail_open:
+        if llm_settings().llm_budget_fail_open:
             logger.warning("budget store unavailable; failing open (LLM_BUDGET_FAIL_OPEN)")
             return None
         raise BackendUnavailableError(

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent_patterns.config import get_settings
+from agent_patterns.config import value_or_secret
 from agent_patterns.errors import ConfigurationError, ProviderRequestError, ProvidersUnavailableError
 from agent_patterns.llm import breaker
 from agent_patterns.llm.routing import Route
+from agent_patterns.llm.settings import llm_settings
 from agent_patterns.observability import logger
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -52,20 +53,14 @@ _clients: dict[str, Any] = {}
 
 def api_key(provider: str) -> str | None:
     """The provider's key from the environment or from Secrets Manager (cached 5 minutes)."""
-    settings = get_settings()
-    key = settings.openai_api_key if provider == "openai" else settings.anthropic_api_key
-    if key is not None:
-        return key.get_secret_value()
-    arn = settings.openai_api_key_secret_arn if provider == "openai" else settings.anthropic_api_key_secret_arn
-    if arn:
-        from agent_patterns.config import resolve_secret
-
-        return resolve_secret(arn)
-    return None
+    settings = llm_settings()
+    if provider == "openai":
+        return value_or_secret(settings.openai_api_key, settings.openai_api_key_secret_arn)
+    return value_or_secret(settings.anthropic_api_key, settings.anthropic_api_key_secret_arn)
 
 
 def configured(provider: str) -> bool:
-    settings = get_settings()
+    settings = llm_settings()
     if provider == "openai":
         return settings.openai_api_key is not None or bool(settings.openai_api_key_secret_arn)
     return settings.anthropic_api_key is not None or bool(settings.anthropic_api_key_secret_arn)
@@ -74,7 +69,7 @@ def configured(provider: str) -> bool:
 def _client(provider: str) -> Any:
     client = _clients.get(provider)
     if client is None:
-        settings = get_settings()
+        settings = llm_settings()
         if provider == "openai":
             from openai import AsyncOpenAI
 
@@ -182,7 +177,7 @@ class _Fatal(Exception):
 async def retry_call[T](provider: str, attempt: Callable[[float], Awaitable[T]], deadline: float) -> T:
     """Run `attempt(timeout_s)` under the retry policy until it succeeds or time runs out.
     Raises _Fatal for answers retrying cannot fix, else the last retryable error."""
-    settings = get_settings()
+    settings = llm_settings()
     last: BaseException | None = None
     for attempt_no in range(settings.llm_max_attempts):
         remaining = deadline - time.monotonic()
@@ -221,7 +216,7 @@ async def _with_retries(provider: str, model: str, req: Request, deadline: float
 async def embed_openai(model: str, texts: list[str], dimensions: int) -> list[list[float]]:
     """Embeddings for `texts` (one request), under the same retry policy as completions."""
     chain_for_embeddings()
-    deadline = time.monotonic() + get_settings().llm_total_timeout_seconds
+    deadline = time.monotonic() + llm_settings().llm_total_timeout_seconds
 
     async def attempt(attempt_s: float) -> list[list[float]]:
         resp = await _client("openai").embeddings.create(
@@ -270,7 +265,7 @@ def chain_for(route: Route) -> list[tuple[str, str]]:
 
 async def complete(route: Route, req: Request) -> tuple[Completion, bool]:
     """The completion and whether it came from the fallback."""
-    settings = get_settings()
+    settings = llm_settings()
     deadline = time.monotonic() + settings.llm_total_timeout_seconds
     chain = chain_for(route)
     failures: list[str] = []

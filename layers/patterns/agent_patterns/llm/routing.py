@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
-from agent_patterns.config import get_settings
 from agent_patterns.errors import ConfigurationError, ValidationError
 from agent_patterns.llm.pricing import price
+from agent_patterns.llm.settings import llm_settings
 
 DEFAULT_ALIASES = {
     "default": {"openai": "gpt-4o", "anthropic": "claude-sonnet-5-5"},
@@ -48,7 +48,7 @@ def _tables(models_json: str, agents_json: str) -> tuple[dict[str, Route], dict[
 
 
 def route_for(agent_type: str, model: str | None) -> Route:
-    settings = get_settings()
+    settings = llm_settings()
     routes, agents = _tables(settings.llm_models, settings.llm_agent_models)
     alias = model or agents.get(agent_type, "default")
     if alias not in routes:
@@ -58,5 +58,5 @@ def route_for(agent_type: str, model: str | None) -> Route:
 
 def check_models() -> None:
     """Load and check the model tables now (at INIT): an unpriced model fails the deploy, not a call."""
-    settings = get_settings()
+    settings = llm_settings()
     _tables(settings.llm_models, settings.llm_agent_models)

@@ -46,12 +46,13 @@ def parse_run_id(run_id: str) -> str:
 async def insert_run(tenant_id: str, kind: str, request: dict[str, Any] | None = None) -> str:
     from psycopg import sql  # psycopg loads on first use, not at INIT: it is ~200 ms of import
 
-    from agent_patterns.backends.migrations import create_tenant_schema
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.runs.schema import RUNS
 
     t = tenant(tenant_id)
     run_id = str(uuid.uuid4())
     async with connection() as db:
-        await create_tenant_schema(db, t.schema)
+        await ensure_tenant_schema(db, t.schema, RUNS)
         await db.execute(
             sql.SQL("INSERT INTO {}.runs (run_id, kind, status, request) VALUES (%s, %s, 'queued', %s)").format(
                 sql.Identifier(t.schema)
@@ -73,11 +74,12 @@ async def update_run(
         raise ValidationError(f"invalid run status {status!r}: one of {', '.join(RUN_STATUSES)}")
     from psycopg import sql
 
-    from agent_patterns.backends.migrations import create_tenant_schema
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.runs.schema import RUNS
 
     t = tenant(tenant_id)
     async with connection() as db:
-        await create_tenant_schema(db, t.schema)
+        await ensure_tenant_schema(db, t.schema, RUNS)
         cur = await db.execute(
             sql.SQL(
                 "UPDATE {}.runs SET status = %s, result = COALESCE(%s, result),"
@@ -95,12 +97,13 @@ async def get_run(tenant_id: str, run_id: str) -> RunRecord | None:
     from psycopg import sql
     from psycopg.rows import dict_row
 
-    from agent_patterns.backends.migrations import create_tenant_schema
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.runs.schema import RUNS
 
     t = tenant(tenant_id)
     rid = parse_run_id(run_id)
     async with connection() as db:
-        await create_tenant_schema(db, t.schema)
+        await ensure_tenant_schema(db, t.schema, RUNS)
         cur = db.cursor(row_factory=dict_row)
         await cur.execute(
             sql.SQL(

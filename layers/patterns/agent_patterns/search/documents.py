@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_patterns.backends import connection
-from agent_patterns.config import get_settings
 from agent_patterns.errors import NotFoundError, PayloadTooLargeError, ValidationError
 from agent_patterns.search.chunking import chunk_text
 from agent_patterns.search.embeddings import embed
+from agent_patterns.search.settings import search_settings
 from agent_patterns.search.vectors import (
     ChunkMatch,
     bulk_insert,
@@ -39,7 +39,7 @@ class DocumentInput:
 
 
 def _validate_documents(documents: list[DocumentInput]) -> None:
-    settings = get_settings()
+    settings = search_settings()
     if not documents:
         raise ValidationError("documents: give at least one document")
     if len(documents) > settings.search_max_documents:
@@ -73,7 +73,7 @@ async def ingest(tenant_id: str, documents: list[DocumentInput]) -> list[dict[st
         if isinstance(exc, ValidationError):
             raise
         raise ValidationError(str(exc)) from exc
-    settings = get_settings()
+    settings = search_settings()
     t = tenant(tenant_id)
     prepared: list[tuple[str, list[tuple[str, list[float]]], dict[str, Any]]] = []
     for doc in documents:  # embeddings first: no transaction stays open during API calls

@@ -9,7 +9,7 @@ import struct
 
 from agent_patterns.backends import get_redis
 from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
-from agent_patterns.config import get_settings
+from agent_patterns.search.settings import search_settings
 
 EMBED_BATCH = 256
 
@@ -31,7 +31,7 @@ async def embed(texts: list[str]) -> list[list[float]]:
     """Embeddings for `texts`, from the Redis cache where possible, batched for the rest."""
     from agent_patterns.llm.providers import embed_openai
 
-    settings = get_settings()
+    settings = search_settings()
     model, dims = settings.embedding_model, settings.embedding_dimensions
     keys = [_cache_key(model, dims, t) for t in texts]
     cached: list[str | None] = [None] * len(texts)

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent_patterns.backends.migrations import create_tenant_schema
-from agent_patterns.config import get_settings
+from agent_patterns.backends.migrations import ensure_tenant_schema
+from agent_patterns.search.schema import SEARCH
+from agent_patterns.search.settings import search_settings
 from agent_patterns.tenancy import validate_schema_name
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class ChunkMatch:
 
 def check_embedding(embedding: Sequence[float]) -> list[float]:
     """The vector as floats; ValueError (before any SQL) for a wrong length, NaN or infinity."""
-    dim = get_settings().embedding_dimensions
+    dim = search_settings().embedding_dimensions
     values = list(map(float, embedding))
     if len(values) != dim:
         raise ValueError(f"embedding has {len(values)} dimensions, expected {dim}")
@@ -46,6 +47,11 @@ def check_embedding(embedding: Sequence[float]) -> list[float]:
     if not math.isfinite(sum(values)):
         raise ValueError("embedding contains NaN or infinity (or values too large to sum)")
     return values
+
+
+async def create_tenant_schema(db: AsyncConnection, schema_name: str) -> dict[str, list[int]]:
+    """Provision (or upgrade) the tenant's schema with the search tables; idempotent."""
+    return await ensure_tenant_schema(db, schema_name, SEARCH)
 
 
 def _vec(values: list[float]) -> Any:

@@ -14,6 +14,7 @@ from agent_patterns.config import get_settings
 from agent_patterns.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from agent_patterns.runs.events import RunEvent, replay, run_owner, stream_key
 from agent_patterns.runs.records import get_run, parse_run_id
+from agent_patterns.streaming.settings import streaming_settings
 from agent_patterns.tenancy import Tenant, bearer_token, tenant, verify, verify_idp_token
 
 
@@ -69,5 +70,5 @@ def stream_events(run_id: str, after: str | None) -> AsyncIterator[RunEvent]:
 
 def stream_limits() -> tuple[float, float, int]:
     """Heartbeat interval, maximum stream duration, and the reconnect hint for clients."""
-    settings = get_settings()
+    settings = streaming_settings()
     return settings.sse_heartbeat_seconds, settings.sse_max_stream_seconds, settings.sse_retry_ms
