@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ async def crawl_crawlee(url: str, pages: int, concurrency: int) -> int:
 
     from agent_patterns.crawl.browser import chromium_executable
 
+    # Crawlee keeps its request queue in ./storage unless told otherwise: keep the checkout clean.
+    os.environ.setdefault("CRAWLEE_STORAGE_DIR", str(Path(tempfile.mkdtemp(prefix="crawlee-bench-"))))
     crawled = 0
     crawler = PlaywrightCrawler(
         max_requests_per_crawl=pages,

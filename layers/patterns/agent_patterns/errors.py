@@ -67,11 +67,6 @@ class RateLimitedError(AgentPatternsError):
     code = "rate_limited"
 
 
-class NotImplementedYetError(AgentPatternsError):
-    status_code = 501
-    code = "not_implemented"
-
-
 class BackendUnavailableError(AgentPatternsError):
     """A backend (Redis, Postgres) cannot be reached; clients should retry after a pause."""
 
@@ -95,3 +90,33 @@ class ProviderRequestError(ValidationError):
     """The provider refused the request itself (400/404/422, content policy): no retry, no fallback."""
 
     code = "provider_rejected"
+
+
+class MethodNotAllowedError(AgentPatternsError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class UnsupportedMediaTypeError(AgentPatternsError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+# The one status -> code table: framework errors (unknown route, wrong method) answer with the
+# same codes as the errors above.
+HTTP_ERROR_CODES: dict[int, str] = {
+    cls.status_code: cls.code
+    for cls in (
+        BadRequestError,
+        UnauthorizedError,
+        ForbiddenError,
+        NotFoundError,
+        MethodNotAllowedError,
+        ConflictError,
+        PayloadTooLargeError,
+        UnsupportedMediaTypeError,
+        ValidationError,
+        RateLimitedError,
+        BackendUnavailableError,
+    )
+}

@@ -6,5 +6,5 @@ from aws_lambda_powertools import Logger, Metrics
 
 from agent_patterns.config import get_settings
 
-logger = Logger(service=get_settings().powertools_service_name)
+logger = Logger(service=get_settings().powertools_service_name, stage=get_settings().stage)
 metrics = Metrics(namespace=get_settings().powertools_metrics_namespace)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from agent_patterns.config import get_settings
@@ -70,6 +71,20 @@ def is_redis_unavailable(exc: BaseException) -> bool:
     from redis.exceptions import RedisError
 
     return isinstance(exc, RedisError | OSError | _asyncio.TimeoutError)
+
+
+async def on_redis_outage[T](what: str, operation: Awaitable[T], fallback: T) -> T:
+    """Await a best-effort Redis operation (cache reads, breaker checks): during an outage log
+    it and return `fallback`; any other error raises."""
+    try:
+        return await operation
+    except Exception as exc:
+        if not is_redis_unavailable(exc):
+            raise
+        from agent_patterns.observability import logger
+
+        logger.warning(f"{what} skipped: Redis unavailable", extra={"error": str(exc)})
+        return fallback
 
 
 class tolerate_redis_outage:

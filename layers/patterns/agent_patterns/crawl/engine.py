@@ -345,6 +345,8 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
             pending.extend(state.order[before:])
             changed.notify_all()
 
+    report_lock = asyncio.Lock()
+
     async def worker() -> None:
         # Own tabs only: the context's first tab stays open until the context closes, because
         # Chromium ends the session (dropping session cookies) when its last tab closes.
@@ -363,7 +365,9 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
                     failure = "blocked address"
             await finish(entry, record, failure)
             if config.on_page is not None:
-                await config.on_page(entry["url"], len(state.done))
+                # One report at a time, counted inside the lock: progress never goes backwards.
+                async with report_lock:
+                    await config.on_page(entry["url"], len(state.done))
 
     try:
         await asyncio.gather(*(worker() for _ in range(config.concurrency)))

@@ -8,7 +8,7 @@ primary again; a success closes it, a failure opens it again.
 from __future__ import annotations
 
 from agent_patterns.backends import get_redis
-from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
+from agent_patterns.backends.redis import on_redis_outage, tolerate_redis_outage
 from agent_patterns.llm.settings import llm_settings
 
 
@@ -17,12 +17,8 @@ def _keys(provider: str) -> tuple[str, str]:
 
 
 async def is_open(provider: str) -> bool:
-    try:
-        return bool(await get_redis().exists(_keys(provider)[1]))
-    except Exception as exc:
-        if not is_redis_unavailable(exc):
-            raise
-        return False  # no shared state: behave as closed
+    # No shared state during an outage: behave as closed.
+    return bool(await on_redis_outage("circuit breaker check", get_redis().exists(_keys(provider)[1]), 0))
 
 
 async def record_failure(provider: str) -> None:

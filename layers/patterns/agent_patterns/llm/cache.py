@@ -8,20 +8,21 @@ make the cache a miss, never a failed call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-import secrets
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_patterns.backends import get_redis
-from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
+from agent_patterns.backends.redis import on_redis_outage, tolerate_redis_outage
 from agent_patterns.llm.settings import llm_settings
-from agent_patterns.observability import logger
+
+if TYPE_CHECKING:
+    from redis.asyncio.lock import Lock
 
 KEY_VERSION = 1
-UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 def cache_key(
@@ -86,16 +87,15 @@ async def get(key: str) -> tuple[dict[str, Any], str] | None:
     value = memory.get(key)
     if value is not None:
         return value, "memory"
-    try:
+
+    async def read() -> tuple[str | None, int | None]:
         async with get_redis().pipeline(transaction=False) as pipe:
             pipe.get(key)
             pipe.pttl(key)
             raw, pttl = await pipe.execute()
-    except Exception as exc:
-        if not is_redis_unavailable(exc):
-            raise
-        logger.warning("llm cache unavailable; treating as a miss", extra={"error": str(exc)})
-        return None
+        return raw, pttl
+
+    raw, pttl = await on_redis_outage("llm cache read (a miss)", read(), (None, None))
     if raw is None:
         return None
     value = json.loads(raw)
@@ -111,24 +111,23 @@ async def put(key: str, value: dict[str, Any]) -> None:
         memory.put(key, value, ttl)  # only what Redis holds too
 
 
-async def lock(key: str, ttl_s: float) -> str | None:
-    """A token if this caller should make the call; None if another caller holds it. With
-    Redis down there is no single-flight: everyone proceeds ("")."""
-    token = secrets.token_hex(8)
-    try:
-        acquired = await get_redis().set(f"{key}:lock", token, nx=True, px=int(ttl_s * 1000))
-    except Exception as exc:
-        if not is_redis_unavailable(exc):
-            raise
-        return ""
-    return token if acquired else None
+async def lock(key: str, ttl_s: float) -> Lock | bool:
+    """Single-flight: the held lock if this caller should make the call, False if another caller
+    holds it. With Redis down there is no single-flight: everyone proceeds (True)."""
+    held = get_redis().lock(f"{key}:lock", timeout=ttl_s, blocking=False, thread_local=False)
+    acquired = await on_redis_outage("llm single-flight lock", held.acquire(), None)
+    if acquired is None:
+        return True
+    return held if acquired else False
 
 
-async def unlock(key: str, token: str) -> None:
-    if not token:
+async def unlock(held: Lock | bool) -> None:
+    if isinstance(held, bool):
         return
-    with tolerate_redis_outage("llm single-flight unlock"):
-        await get_redis().eval(UNLOCK, 1, f"{key}:lock", token)
+    from redis.exceptions import LockError
+
+    with tolerate_redis_outage("llm single-flight unlock"), contextlib.suppress(LockError):
+        await held.release()  # LockError: it expired (the call outlived its TTL); nothing to free
 
 
 async def wait_for(key: str, timeout_s: float) -> dict[str, Any] | None:
@@ -141,11 +140,6 @@ async def wait_for(key: str, timeout_s: float) -> dict[str, Any] | None:
         found = await get(key)
         if found is not None:
             return found[0]
-        try:
-            if not await get_redis().exists(f"{key}:lock"):
-                return None  # the holder finished without a result (it failed): try ourselves
-        except Exception as exc:
-            if not is_redis_unavailable(exc):
-                raise
-            return None
+        if not await on_redis_outage("llm single-flight wait", get_redis().exists(f"{key}:lock"), 0):
+            return None  # the holder finished without a result (it failed): try ourselves
     return None

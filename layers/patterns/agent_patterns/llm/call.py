@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
 from agent_patterns.errors import BackendUnavailableError, BudgetExceededError, ValidationError
@@ -13,6 +14,9 @@ from agent_patterns.llm.routing import Route, route_for
 from agent_patterns.llm.settings import llm_settings
 from agent_patterns.observability import logger, metrics
 from agent_patterns.tenancy import validate_tenant_id
+
+if TYPE_CHECKING:
+    from redis.asyncio.lock import Lock
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,16 @@ async def call_llm(
     )
 
     found = await cache.get(key)
+    held: Lock | bool = True
     if found is None:
-        token = await cache.lock(key, llm_settings().llm_singleflight_wait_seconds + 5)
-        if token is None:  # someone is already asking exactly this: wait for their answer
-            value = await cache.wait_for(key, llm_settings().llm_singleflight_wait_seconds)
+        wait_s = llm_settings().llm_singleflight_wait_seconds
+        held = await cache.lock(key, wait_s + 5)
+        if held is False:  # someone is already asking exactly this: wait for their answer
+            value = await cache.wait_for(key, wait_s)
             if value is not None:
                 found = (value, "singleflight")
-            else:
-                token = await cache.lock(key, llm_settings().llm_singleflight_wait_seconds + 5) or ""
+            else:  # they failed or took too long: ask ourselves, with the lock if it is free now
+                held = await cache.lock(key, wait_s + 5) or True
     if found is not None:
         value, layer = found
         _metric("CacheHits", 1)
@@ -98,8 +104,7 @@ async def call_llm(
             key, route, tenant_id, daily_budget, providers.Request(prompt, system, max_tokens, temperature), started
         )
     finally:
-        if token:
-            await cache.unlock(key, token)
+        await cache.unlock(held)
 
 
 async def _reserve(tenant_id: str, amount: int, daily_budget: int) -> budget.Reservation | None:

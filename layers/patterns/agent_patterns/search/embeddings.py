@@ -8,7 +8,7 @@ import hashlib
 import struct
 
 from agent_patterns.backends import get_redis
-from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
+from agent_patterns.backends.redis import on_redis_outage, tolerate_redis_outage
 from agent_patterns.search.settings import search_settings
 
 EMBED_BATCH = 256
@@ -34,12 +34,9 @@ async def embed(texts: list[str]) -> list[list[float]]:
     settings = search_settings()
     model, dims = settings.embedding_model, settings.embedding_dimensions
     keys = [_cache_key(model, dims, t) for t in texts]
-    cached: list[str | None] = [None] * len(texts)
-    try:
-        cached = [None if c is None else str(c) for c in await get_redis().mget(keys)]
-    except Exception as exc:
-        if not is_redis_unavailable(exc):
-            raise
+    nothing: list[bytes | str | None] = [None] * len(texts)
+    found = await on_redis_outage("embeddings cache read", get_redis().mget(keys), nothing)
+    cached = [None if c is None else str(c) for c in found]
     out: list[list[float] | None] = [_unpack(c) if c else None for c in cached]
     missing = [i for i, v in enumerate(out) if v is None]
     for start in range(0, len(missing), EMBED_BATCH):
