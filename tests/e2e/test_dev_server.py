@@ -163,3 +163,79 @@ def test_crawl_command_follows_a_local_crawl_to_its_summary(tmp_path: Path) -> N
     assert "complete in" in out.stdout
     table = {line[:15].strip(): line[15:].strip() for line in out.stdout.splitlines() if line.startswith("  ")}
     assert table["pages"] == "5" and int(table["links"]) > 0 and table["blocked URLs"].isdigit()
+
+
+def slow_site(delay_s: float) -> object:
+    """Pages that each take `delay_s` to answer and link to ten more: a crawl that runs for long."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.crawl_site import page
+
+    async def numbered(request: Request) -> Response:
+        n = int(request.path_params.get("n", 0))
+        await asyncio.sleep(delay_s)
+        return page(f"Page {n}", " ".join(f'<a href="/p/{n * 10 + i}">{i}</a>' for i in range(1, 11)))
+
+    return Starlette(routes=[Route("/", numbered), Route("/p/{n:int}", numbered)])
+
+
+def test_ctrl_c_during_a_crawl_stops_everything_within_seconds_and_marks_the_run(tmp_path: Path) -> None:
+    from tests.conftest import LiveServer
+
+    with LiveServer(slow_site(2.0)) as site:
+        allow = {"CRAWL_ALLOWED_PRIVATE_HOSTS_UNSAFE": f"127.0.0.1:{site.port}"}
+        data_dir = tmp_path / "data"
+        with dev_server(data_dir, **allow) as (base, proc):
+            headers = {"Authorization": f"Bearer {token(data_dir, 'acme')}"}
+            started = httpx.post(f"{base}/v1/crawls", json={"url": site.url + "/", "max_pages": 100}, headers=headers)
+            assert started.status_code == 202, started.text
+            run_id = started.json()["run_id"]
+            deadline = time.monotonic() + 60
+            while True:  # until Chromium is up and the run is still going
+                children = psutil.Process(proc.pid).children(recursive=True)
+                report = httpx.get(f"{base}/v1/crawls/{run_id}", headers=headers).json()
+                assert report["status"] in ("queued", "running"), report
+                if report["status"] == "running" and any(c.name() == "chromium" for c in children):
+                    break
+                assert time.monotonic() < deadline, f"the crawl never started: {report}"
+                time.sleep(0.2)
+            time.sleep(1)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            began = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+            stopped_in = time.monotonic() - began
+        out = proc.stdout.read() if proc.stdout else ""
+        assert proc.returncode == 0, out
+        assert stopped_in < 15, f"took {stopped_in:.1f} s to stop"
+        survivors = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert survivors == [], survivors  # Chromium, its driver, Redis and Postgres are all gone
+        assert backend_processes(data_dir) == []
+        with dev_server(data_dir, **allow) as (base, proc):
+            report = httpx.get(f"{base}/v1/crawls/{run_id}", headers=headers).json()
+        assert report["status"] == "error" and "interrupted" in report["error_message"], report
+        assert f"run {run_id} interrupted" in out
+
+
+def test_a_bad_database_url_fails_in_one_line_and_leaves_nothing_running(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run(
+        ["uv", "run", "--no-sync", "agent-patterns", "dev", "--port", str(free_port())],
+        cwd=ROOT,
+        env=dev_env(data_dir, DATABASE_URL=f"postgresql://nobody@127.0.0.1:{port}/none"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot start" in lines[0] and "DATABASE_URL" in lines[0], out.stderr
+    assert backend_processes(data_dir) == []  # the embedded Redis it started for the attempt is gone

@@ -242,6 +242,11 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                 args=launch_args(proxy.url),
                 service_workers="block",
                 accept_downloads=False,
+                # The crawl closes its browser itself (below, also when cancelled): Ctrl-C to the
+                # process group must not close it under a running crawl and fail the run.
+                handle_sigint=False,
+                handle_sigterm=False,
+                handle_sighup=False,
             )
             try:
                 await context.route("**/*", _guard(config, state))

@@ -1,0 +1,87 @@
+"""Nothing left behind: embedded servers stop whatever their state, and the test run itself
+fails when a process it started survives."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import ROOT, python_subprocess_env
+
+STOP_AFTER_FAILED_SAVE = """
+import json, shutil, sys
+from pathlib import Path
+from agent_patterns_dev import embedded
+data = Path(sys.argv[1])
+url = embedded.redis_url(data)
+server = embedded._redis
+pid = int(server.pid)
+server.set("k", "v")
+shutil.rmtree(data)  # the snapshot folder is gone: every save now fails
+try:
+    server.save()
+    saved = True
+except Exception:
+    saved = False
+embedded.stop()
+print(json.dumps({"pid": pid, "saved": saved}))
+"""
+
+
+def test_an_embedded_redis_whose_final_save_fails_is_still_stopped(tmp_path: Path) -> None:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", STOP_AFTER_FAILED_SAVE, str(tmp_path / "data")],
+        env=python_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["saved"] is False  # the fault really happened
+    try:
+        alive = psutil.Process(result["pid"]).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        alive = False
+    if alive:
+        os.kill(result["pid"], signal.SIGKILL)
+    assert not alive, "the embedded Redis survived stop()"
+
+
+PYTEST = (sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-q", "-s")
+LEAKY_TEST = """
+import subprocess
+
+def test_starts_a_process_and_forgets_it():
+    proc = subprocess.Popen(["sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print("LEAKED", proc.pid)
+"""
+
+
+def test_the_test_run_fails_when_a_process_it_started_survives(tmp_path: Path) -> None:
+    leaky = tmp_path / "test_leaky.py"
+    leaky.write_text(textwrap.dedent(LEAKY_TEST))
+    out = subprocess.run(
+        [*PYTEST, "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT), str(leaky)],
+        cwd=ROOT,
+        env=python_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    pids = [int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("LEAKED")]
+    for pid in pids:  # clean up after the run we just failed
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert pids, out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "still running" in out.stdout and f"{pids[0]} sleep 300" in out.stdout, out.stdout
