@@ -93,6 +93,9 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
             "  token     uv run agent-patterns token --tenant NAME  (send as 'Authorization: Bearer <token>')",
             "  stop      Ctrl-C",
         ]
+        hint = embedded.postgres_upgrade_hint(data_dir) if "embedded" in where["postgres"] else None
+        if hint:
+            lines.append(f"  note      {hint}")
         print("\n".join(lines), flush=True)
         config = uvicorn.Config(gateway, host=host, port=port, log_level="info", lifespan="on")
         uvicorn.Server(config).run()

