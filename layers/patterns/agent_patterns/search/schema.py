@@ -10,7 +10,10 @@ from agent_patterns.search.settings import search_settings
 
 def _tables(schema: str) -> Statements:
     s = sql.Identifier(schema)
-    dim = sql.Literal(search_settings().embedding_dimensions)
+    settings = search_settings()
+    dim = sql.Literal(settings.embedding_dimensions)
+    storage = sql.SQL(settings.embedding_storage)  # a Literal: "vector" or "halfvec"
+    opclass = sql.SQL(f"{settings.embedding_storage}_cosine_ops")
     return [
         sql.SQL(
             "CREATE TABLE {s}.documents (id text PRIMARY KEY, metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,"
@@ -29,10 +32,10 @@ def _tables(schema: str) -> Statements:
         sql.SQL(
             "CREATE TABLE {s}.embeddings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),"
             " chunk_id uuid NOT NULL UNIQUE REFERENCES {s}.chunks (id) ON DELETE CASCADE,"
-            " embedding vector({d}) NOT NULL)"
-        ).format(s=s, d=dim),
+            " embedding {t}({d}) NOT NULL)"
+        ).format(s=s, t=storage, d=dim),
         # HNSW works from an empty table (IVFFlat would train on no rows); cosine to match `<=>`.
-        sql.SQL("CREATE INDEX embeddings_hnsw ON {s}.embeddings USING hnsw (embedding vector_cosine_ops)").format(s=s),
+        sql.SQL("CREATE INDEX embeddings_hnsw ON {s}.embeddings USING hnsw (embedding {o})").format(s=s, o=opclass),
     ]
 
 

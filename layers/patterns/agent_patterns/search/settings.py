@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from agent_patterns.config import FunctionSettings, settings_of
@@ -11,6 +13,11 @@ class SearchSettings(FunctionSettings):
     """Embeddings, chunking and request limits of document search."""
 
     embedding_dimensions: int = Field(1536, ge=1, le=2000, description="Vector size of tenant schemas.")
+    embedding_storage: Literal["vector", "halfvec"] = Field(
+        "vector",
+        description="Column type of new tenants' embeddings: `halfvec` stores 2 bytes per dimension instead of 4"
+        " (existing tenants keep theirs).",
+    )
     embedding_model: str = Field("text-embedding-3-small", description="OpenAI embeddings model.")
     search_max_documents: int = Field(100, ge=1, description="Documents per `POST /v1/documents` (413 beyond).")
     search_max_document_chars: int = Field(200_000, ge=1, description="Characters per document (422 beyond).")

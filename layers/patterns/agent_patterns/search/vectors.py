@@ -54,10 +54,30 @@ async def create_tenant_schema(db: AsyncConnection, schema_name: str) -> dict[st
     return await ensure_tenant_schema(db, schema_name, SEARCH)
 
 
-def _vec(values: list[float]) -> Any:
-    from pgvector import Vector
+def _vec(values: list[float], storage: str = "vector") -> Any:
+    """The query or row value in the tenant's column type (binary on the wire)."""
+    from pgvector import HalfVector, Vector
 
-    return Vector(values)
+    return HalfVector(values) if storage == "halfvec" else Vector(values)
+
+
+# (database, schema) -> "vector" | "halfvec": fixed when the tenant's schema was created.
+_storage: dict[tuple[str, str], str] = {}
+
+
+async def _storage_of(db: AsyncConnection, schema_name: str) -> str:
+    info = db.info
+    key = (f"{info.host}:{info.port}/{info.dbname}", validate_schema_name(schema_name))
+    found = _storage.get(key)
+    if found is None:
+        cur = await db.execute(
+            "SELECT format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+            (f"{key[1]}.embeddings",),
+        )
+        row = await cur.fetchone()
+        found = _storage[key] = str(row[0]) if row else "vector"
+    return found
 
 
 def _s(schema_name: str) -> Any:
@@ -100,7 +120,7 @@ async def insert_embedding(
     schema = _s(schema_name)
     cur = await db.execute(
         sql.SQL("INSERT INTO {}.embeddings (chunk_id, embedding) VALUES (%s, %s) RETURNING id").format(schema),
-        (chunk_id, _vec(values)),
+        (chunk_id, _vec(values, await _storage_of(db, schema_name))),
         binary=True,
     )
     row = await cur.fetchone()
@@ -121,6 +141,7 @@ async def bulk_insert(
 
     schema = _s(schema_name)
     prepared = [(uuid.uuid4(), content, check_embedding(emb), meta or {}) for content, emb, meta in rows]
+    storage = await _storage_of(db, schema_name)
     async with db.cursor() as cur:
         async with cur.copy(
             sql.SQL(
@@ -133,9 +154,9 @@ async def bulk_insert(
         async with cur.copy(
             sql.SQL("COPY {}.embeddings (chunk_id, embedding) FROM STDIN WITH (FORMAT BINARY)").format(schema)
         ) as copy:
-            copy.set_types(["uuid", "vector"])
+            copy.set_types(["uuid", storage])
             for cid, _, values, _ in prepared:
-                await copy.write_row((cid, _vec(values)))
+                await copy.write_row((cid, _vec(values, storage)))
     return [cid for cid, *_ in prepared]
 
 
@@ -170,6 +191,7 @@ async def similarity_search(
     if not 1 <= limit <= 1000:
         raise ValueError("limit must be between 1 and 1000")
     schema = _s(schema_name)
+    query_value = _vec(values, await _storage_of(db, schema_name))
     if not metadata_filter:
         query = sql.SQL(
             "SELECT c.id, c.content, e.embedding <=> %s AS distance, c.document_id, c.metadata"
@@ -177,7 +199,7 @@ async def similarity_search(
         ).format(s=schema)
         async with db.transaction():
             await _raise_ef_search(db, limit)
-            cur = await db.execute(query, [_vec(values), limit], binary=True)
+            cur = await db.execute(query, [query_value, limit], binary=True)
             return [_match(r) for r in await cur.fetchall()]
     # relaxed_order may return neighbours slightly out of order: the outer query re-sorts them.
     query = sql.SQL(
@@ -187,7 +209,7 @@ async def similarity_search(
         " WHERE c.metadata @> %s::jsonb ORDER BY distance LIMIT %s"
         ") SELECT * FROM nearest ORDER BY distance"
     ).format(s=schema)
-    params = [_vec(values), json.dumps(metadata_filter), limit]
+    params = [query_value, json.dumps(metadata_filter), limit]
     async with db.transaction():
         await db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         await _raise_ef_search(db, limit)
