@@ -4,16 +4,32 @@ fails when a process it started survives."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from tests.conftest import ROOT, python_subprocess_env
+
+
+def run_script(script: str, data: Path) -> Any:
+    """Run `script` in a fresh interpreter with `data` as its argument; its last line, as JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(data)],
+        env=python_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
 
 STOP_AFTER_FAILED_SAVE = """
 import json, shutil, sys
@@ -36,17 +52,7 @@ print(json.dumps({"pid": pid, "saved": saved}))
 
 
 def test_an_embedded_redis_whose_final_save_fails_is_still_stopped(tmp_path: Path) -> None:
-    import json
-
-    out = subprocess.run(
-        [sys.executable, "-c", STOP_AFTER_FAILED_SAVE, str(tmp_path / "data")],
-        env=python_subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_script(STOP_AFTER_FAILED_SAVE, tmp_path / "data")
     assert result["saved"] is False  # the fault really happened
     try:
         alive = psutil.Process(result["pid"]).status() != psutil.STATUS_ZOMBIE
@@ -115,18 +121,8 @@ embedded.stop()
 
 
 def test_an_existing_postgres_16_data_folder_is_kept_and_new_ones_get_18(tmp_path: Path) -> None:
-    import json
-
-    for script in (MAKE_16, KEEPS_OLD_DATA):
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path / "old")],
-            env=python_subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    run_script(MAKE_16 + "\nprint('{}')", tmp_path / "old")
+    result = run_script(KEEPS_OLD_DATA, tmp_path / "old")
     assert result["row"] == ["from 16", 16]  # the old data, on the version that wrote it
     assert tuple(int(x) for x in result["vector"].split(".")[:2]) >= (0, 8)
     assert "version 16" in result["hint"] and "pg_dump" in result["hint"]

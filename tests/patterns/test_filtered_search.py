@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg import sql
 
-from agent_patterns.backends.migrations import migrate_global
-from agent_patterns.backends.postgres import database_url
 from agent_patterns.search import vectors
 from tests.patterns.test_vectors import unit
 
@@ -31,16 +27,6 @@ class Recording:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
-
-
-@pytest.fixture
-async def db() -> AsyncIterator[psycopg.AsyncConnection]:
-    from pgvector.psycopg import register_vector_async
-
-    async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True, prepare_threshold=None) as conn:
-        await migrate_global(conn)
-        await register_vector_async(conn)
-        yield conn
 
 
 async def tenant_with(db: psycopg.AsyncConnection, rows: int, tag_every: int) -> str:

@@ -4,27 +4,14 @@ them through the same API, and tenants created before the switch keep working as
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from agent_patterns.backends.migrations import migrate_global
-from agent_patterns.backends.postgres import database_url
 from agent_patterns.config import reset_settings
 from agent_patterns.search import vectors
 from tests.patterns.test_vectors import near, unit
-
-
-@pytest.fixture
-async def db() -> AsyncIterator[psycopg.AsyncConnection]:
-    from pgvector.psycopg import register_vector_async
-
-    async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True, prepare_threshold=None) as conn:
-        await migrate_global(conn)
-        await register_vector_async(conn)
-        yield conn
 
 
 async def new_tenant(db: psycopg.AsyncConnection) -> str:
