@@ -82,12 +82,8 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
         base = f"http://{host}:{port}"
         lines = [
             f"agent-patterns dev: llm, search, crawl and streaming on {base}",
-            f"  redis     {_redact(os.environ['REDIS_URL'])}  ({where['redis']})"
-            if os.environ.get("REDIS_URL")
-            else f"  redis     ({where['redis']})",
-            f"  postgres  {_redact(os.environ['DATABASE_URL'])}  ({where['postgres']})"
-            if os.environ.get("DATABASE_URL")
-            else f"  postgres  ({where['postgres']})",
+            f"  redis     {_redact(get_settings().url_for('redis'))}  ({where['redis']})",
+            f"  postgres  {_redact(get_settings().url_for('postgres'))}  ({where['postgres']})",
             "  routes    " + ", ".join(sorted({p + ("..." if p.endswith("/") else "") for p, _ in ROUTES})),
             f"  health    {base}/healthz  (one function: {base}/<function>/healthz)",
             "  token     uv run agent-patterns token --tenant NAME  (send as 'Authorization: Bearer <token>')",

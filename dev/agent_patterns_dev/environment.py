@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from agent_patterns.config import reset_settings
+from agent_patterns.config import get_settings, reset_settings
 
 
 def local_auth_secret(data_dir: Path) -> str:
@@ -30,7 +30,9 @@ def local_auth_secret(data_dir: Path) -> str:
 
 def export_auth_secret(data_dir: Path) -> None:
     """Set AUTH_SECRET to the local secret unless AUTH_SECRET or AUTH_SECRET_ARN is given."""
-    if not (os.environ.get("AUTH_SECRET") or os.environ.get("AUTH_SECRET_ARN")):
+    reset_settings()  # the environment as it is now
+    settings = get_settings()
+    if settings.auth_secret is None and not settings.auth_secret_arn:
         os.environ["AUTH_SECRET"] = local_auth_secret(data_dir)
         reset_settings()
 
@@ -39,13 +41,15 @@ def export_backends(data_dir: Path) -> dict[str, str]:
     """Start embedded servers for unset URLs and export every URL; returns where each came from."""
     from agent_patterns_dev import embedded
 
+    reset_settings()  # the environment as it is now
+    settings = get_settings()
     where = {}
-    for var, backend, start in (
-        ("REDIS_URL", "redis", embedded.redis_url),
-        ("DATABASE_URL", "postgres", embedded.database_url),
+    for var, backend, given, arn, start in (
+        ("REDIS_URL", "redis", settings.redis_url, settings.redis_url_secret_arn, embedded.redis_url),
+        ("DATABASE_URL", "postgres", settings.database_url, settings.database_url_secret_arn, embedded.database_url),
     ):
-        if os.environ.get(var) or os.environ.get(f"{var}_SECRET_ARN"):
-            where[backend] = f"from {var}" if os.environ.get(var) else f"from {var}_SECRET_ARN"
+        if given is not None or arn:
+            where[backend] = f"from {var}" if given is not None else f"from {var}_SECRET_ARN"
             continue
         os.environ[var] = start(data_dir)
         where[backend] = f"embedded, data in {data_dir}"
