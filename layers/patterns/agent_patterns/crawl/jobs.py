@@ -24,7 +24,7 @@ from agent_patterns.crawl.settings import crawl_settings
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.errors import NotFoundError, ValidationError
 from agent_patterns.runs import events
-from agent_patterns.runs.records import get_run, parse_run_id
+from agent_patterns.runs.records import TERMINAL_STATUSES, get_run, parse_run_id
 from agent_patterns.tenancy import tenant, validate_tenant_id
 
 CHECKPOINT_TTL_S = 6 * 3600
@@ -167,7 +167,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
     record = await get_run(tenant_id, run_id)
     if record is None:
         raise NotFoundError(f"run {run_id} of tenant {tenant_id} does not exist")
-    if record.status in ("complete", "error"):
+    if record.status in TERMINAL_STATUSES:
         return {"run_id": run_id, "step": step, "outcome": f"already {record.status}"}
     max_pages = int(record.request.get("max_pages", MAX_PAGES_LIMIT))
     resume: dict[str, Any] | None = None

@@ -57,7 +57,8 @@ def _event(run_id: str, event_id: str, fields: dict[str, str]) -> RunEvent:
     return RunEvent(event_id, fields.get("type", ""), run_id, json.loads(fields.get("payload") or "{}"))
 
 
-def _check_event_id(event_id: str) -> str:
+def check_event_id(event_id: str) -> str:
+    """The event id as given, or a 422 saying what an event id looks like."""
     ms, _, seq = event_id.partition("-")
     if not (ms.isdigit() and (seq == "" or seq.isdigit())):
         raise ValidationError(f"invalid event id {event_id!r}: expected '<ms>-<seq>' as sent in 'id:' lines")
@@ -82,7 +83,7 @@ async def publish(run_id: str, type: str, payload: dict[str, Any] | None = None)
 async def replay(run_id: str, after: str | None = None, *, count: int | None = None) -> list[RunEvent]:
     """The run's events after `after` (exclusive), or from the start; oldest first."""
     rid = parse_run_id(run_id)
-    start = "-" if after is None else "(" + _check_event_id(after)
+    start = "-" if after is None else "(" + check_event_id(after)
     rows: list[tuple[str, dict[str, str]]] = await get_redis().xrange(  # type: ignore[assignment]
         stream_key(rid), min=start, max="+", count=count
     )
@@ -92,7 +93,7 @@ async def replay(run_id: str, after: str | None = None, *, count: int | None = N
 async def read_after(run_id: str, after: str, *, block_ms: int, count: int = 500) -> list[RunEvent]:
     """Events after `after`, waiting up to `block_ms` for the first; [] when none arrived."""
     rid = parse_run_id(run_id)
-    after = "0-0" if after in ("", "0") else _check_event_id(after)
+    after = "0-0" if after in ("", "0") else check_event_id(after)
     reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await get_redis().xread(  # type: ignore[assignment]
         {stream_key(rid): after}, count=count, block=block_ms
     )

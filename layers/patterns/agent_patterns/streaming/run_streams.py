@@ -12,8 +12,8 @@ from typing import Any
 
 from agent_patterns.config import get_settings
 from agent_patterns.errors import ForbiddenError, NotFoundError, UnauthorizedError
-from agent_patterns.runs.events import RunEvent, replay, run_owner, stream_key
-from agent_patterns.runs.records import get_run, parse_run_id
+from agent_patterns.runs.events import RunEvent, check_event_id, replay, run_owner, stream_key
+from agent_patterns.runs.records import TERMINAL_STATUSES, get_run, parse_run_id
 from agent_patterns.streaming.settings import streaming_settings
 from agent_patterns.tenancy import Tenant, bearer_token, tenant, verify, verify_idp_token
 
@@ -51,13 +51,17 @@ async def authorize(run_id: str, headers: Mapping[str, str], query_token: str | 
 
 
 async def finished_with_nothing_left(run_id: str, after: str | None) -> bool:
-    """True when the run has ended and the client has every event: answer 204, stop reconnecting."""
+    """True when the run has ended and the client has every event: answer 204, stop reconnecting.
+
+    A malformed `after` is refused here (422), before any stream starts."""
     from agent_patterns.backends import get_redis
 
+    if after is not None:
+        check_event_id(after)
     last: list[Any] = await get_redis().xrevrange(stream_key(run_id), count=1)  # type: ignore[assignment]
     if not last:
         return True  # expired (or never had events): nothing will ever come
-    if last[0][1].get("type") not in ("complete", "error"):
+    if last[0][1].get("type") not in TERMINAL_STATUSES:
         return False
     return after is not None and not await replay(run_id, after=after, count=1)
 
