@@ -14,8 +14,6 @@ import httpx
 from agent_patterns.runs.records import TERMINAL_STATUSES
 from agent_patterns_dev.settings import dev_settings
 
-DEFAULT_API = "http://127.0.0.1:3000"
-
 
 @dataclass(frozen=True)
 class StreamEvent:

@@ -42,10 +42,6 @@ class Component:
     migrations: tuple[Migration, ...]
     requires: tuple[Component, ...] = field(default=())
 
-    @property
-    def latest_version(self) -> int:
-        return self.migrations[-1].version if self.migrations else 0
-
 
 # The one global component: pgvector and the tenant registry every function relies on.
 CORE = Component(

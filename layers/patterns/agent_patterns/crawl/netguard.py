@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -295,7 +294,3 @@ async def _pipe_both(
             await to_up
     finally:
         up_writer.close()
-
-
-def parse_allowed_hosts(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(v.strip() for v in values if v and v.strip())

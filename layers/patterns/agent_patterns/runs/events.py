@@ -11,15 +11,13 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 from agent_patterns.backends import get_redis
 from agent_patterns.config import get_settings
 from agent_patterns.errors import ValidationError
 from agent_patterns.runs.records import RUN_STATUSES, TERMINAL_STATUSES, RunStatus, insert_run, parse_run_id, update_run
 
-EventType = Literal["queued", "running", "complete", "error", "heartbeat"]
-EVENT_TYPES: tuple[str, ...] = (*RUN_STATUSES, "heartbeat")
 PUBLISHED_TYPES = frozenset(RUN_STATUSES)  # a run event is a status change; heartbeats are SSE-only
 TERMINAL_TYPES = TERMINAL_STATUSES
 
