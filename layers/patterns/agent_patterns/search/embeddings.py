@@ -1,5 +1,5 @@
-"""Embeddings from OpenAI (`EMBEDDING_MODEL`, batched), cached in Redis by content hash so
-re-ingesting unchanged text costs no API call."""
+"""Embeddings from OpenAI (`EMBEDDING_MODEL`, batched), cached in Redis per tenant by content
+hash so re-ingesting unchanged text costs no API call."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from agent_patterns.search.settings import search_settings
 EMBED_BATCH = 256
 
 
-def _cache_key(model: str, dims: int, text: str) -> str:
-    return f"emb:{model}:{dims}:" + hashlib.sha256(text.encode()).hexdigest()
+def _cache_key(tenant_id: str, model: str, dims: int, text: str) -> str:
+    # Per tenant: a shared entry would let one tenant learn, by timing, what another embedded.
+    return f"emb:{tenant_id}:{model}:{dims}:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _pack(v: list[float]) -> str:
@@ -27,13 +28,13 @@ def _unpack(s: str) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
-async def embed(texts: list[str]) -> list[list[float]]:
-    """Embeddings for `texts`, from the Redis cache where possible, batched for the rest."""
+async def embed(tenant_id: str, texts: list[str]) -> list[list[float]]:
+    """Embeddings for `texts`, from the tenant's Redis cache where possible, batched for the rest."""
     from agent_patterns.llm.providers import embed_openai
 
     settings = search_settings()
     model, dims = settings.embedding_model, settings.embedding_dimensions
-    keys = [_cache_key(model, dims, t) for t in texts]
+    keys = [_cache_key(tenant_id, model, dims, t) for t in texts]
     nothing: list[bytes | str | None] = [None] * len(texts)
     found = await on_redis_outage("embeddings cache read", get_redis().mget(keys), nothing)
     cached = [None if c is None else str(c) for c in found]

@@ -21,6 +21,10 @@ class SearchSettings(FunctionSettings):
     embedding_model: str = Field("text-embedding-3-small", description="OpenAI embeddings model.")
     search_max_documents: int = Field(100, ge=1, description="Documents per `POST /v1/documents` (413 beyond).")
     search_max_document_chars: int = Field(200_000, ge=1, description="Characters per document (422 beyond).")
+    search_max_metadata_bytes: int = Field(
+        8192, ge=2, description="JSON bytes of one document's metadata, or of a search filter (422 beyond)."
+    )
+    search_max_query_chars: int = Field(8000, ge=1, description="Characters of a search query (422 beyond).")
     search_chunk_tokens: int = Field(400, ge=16, description="Approximate tokens per chunk.")
     search_chunk_overlap: int = Field(50, ge=0, description="Approximate tokens shared by neighbouring chunks.")
 

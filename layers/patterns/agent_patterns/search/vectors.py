@@ -37,15 +37,26 @@ class ChunkMatch:
     metadata: dict[str, Any] | None = None
 
 
-def check_embedding(embedding: Sequence[float]) -> list[float]:
-    """The vector as floats; ValueError (before any SQL) for a wrong length, NaN or infinity."""
+# The largest magnitude each column type holds: pgvector stores float32 (vector) or float16 (halfvec).
+LARGEST = {"vector": 3.4028234663852886e38, "halfvec": 65504.0}
+
+
+def check_embedding(embedding: Sequence[float], storage: str = "vector") -> list[float]:
+    """The vector as floats; ValueError (before any SQL) for a wrong length, NaN, infinity, a
+    component the column type cannot hold, or an all-zero vector (it has no direction, so its
+    cosine similarity is undefined)."""
     dim = search_settings().embedding_dimensions
     values = list(map(float, embedding))
     if len(values) != dim:
         raise ValueError(f"embedding has {len(values)} dimensions, expected {dim}")
-    # One C-level pass: NaN and +/-inf (even both signs together) make the sum non-finite.
+    # C-level passes: NaN and +/-inf (even both signs together) make the sum non-finite.
     if not math.isfinite(sum(values)):
         raise ValueError("embedding contains NaN or infinity (or values too large to sum)")
+    largest = max(map(abs, values), default=0.0)
+    if largest > LARGEST[storage]:
+        raise ValueError(f"embedding has a component of magnitude {largest:g}, beyond what {storage} holds")
+    if largest == 0.0:
+        raise ValueError("embedding is all zeros: it has no direction, so no similarity can be computed")
     return values
 
 
@@ -116,11 +127,14 @@ async def insert_embedding(
 ) -> uuid.UUID:
     from psycopg import sql
 
-    values = check_embedding(embedding)
+    values = check_embedding(embedding)  # before any SQL
+    storage = await _storage_of(db, schema_name)
+    if storage != "vector":
+        values = check_embedding(values, storage)
     schema = _s(schema_name)
     cur = await db.execute(
         sql.SQL("INSERT INTO {}.embeddings (chunk_id, embedding) VALUES (%s, %s) RETURNING id").format(schema),
-        (chunk_id, _vec(values, await _storage_of(db, schema_name))),
+        (chunk_id, _vec(values, storage)),
         binary=True,
     )
     row = await cur.fetchone()
@@ -142,6 +156,9 @@ async def bulk_insert(
     schema = _s(schema_name)
     prepared = [(uuid.uuid4(), content, check_embedding(emb), meta or {}) for content, emb, meta in rows]
     storage = await _storage_of(db, schema_name)
+    if storage != "vector":
+        for _, _, values, _ in prepared:
+            check_embedding(values, storage)
     async with db.cursor() as cur:
         async with cur.copy(
             sql.SQL(
@@ -187,11 +204,12 @@ async def similarity_search(
     """
     from psycopg import sql
 
-    values = check_embedding(query_embedding)
+    values = check_embedding(query_embedding)  # before any SQL
     if not 1 <= limit <= 1000:
         raise ValueError("limit must be between 1 and 1000")
     schema = _s(schema_name)
-    query_value = _vec(values, await _storage_of(db, schema_name))
+    storage = await _storage_of(db, schema_name)
+    query_value = _vec(values if storage == "vector" else check_embedding(values, storage), storage)
     if not metadata_filter:
         query = sql.SQL(
             "SELECT c.id, c.content, e.embedding <=> %s AS distance, c.document_id, c.metadata"
