@@ -9,7 +9,7 @@ import pytest
 
 from agent_patterns.backends import get_redis
 from agent_patterns.config import get_settings
-from agent_patterns.errors import ValidationError
+from agent_patterns.errors import BadRequestError, ValidationError
 from agent_patterns.runs import events
 from agent_patterns.runs.records import get_run
 
@@ -86,7 +86,7 @@ async def test_bad_ids_and_types_are_refused_before_redis() -> None:
         await events.publish("run:*", "running", {})
     with pytest.raises(ValidationError, match="event type"):
         await events.publish(new_run(), "heartbeat", {})
-    with pytest.raises(ValidationError, match="event id"):
+    with pytest.raises(BadRequestError, match="event id"):
         await events.replay(new_run(), after="$")
 
 

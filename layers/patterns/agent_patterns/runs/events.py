@@ -8,6 +8,7 @@ capped (MAXLEN ~) and expire, so an abandoned run cannot grow Redis without boun
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,7 @@ from typing import Any
 
 from agent_patterns.backends import get_redis
 from agent_patterns.config import get_settings
-from agent_patterns.errors import ValidationError
+from agent_patterns.errors import BadRequestError, ValidationError
 from agent_patterns.runs.records import RUN_STATUSES, TERMINAL_STATUSES, RunStatus, insert_run, parse_run_id, update_run
 
 PUBLISHED_TYPES = frozenset(RUN_STATUSES)  # a run event is a status change; heartbeats are SSE-only
@@ -55,11 +56,16 @@ def _event(run_id: str, event_id: str, fields: dict[str, str]) -> RunEvent:
     return RunEvent(event_id, fields.get("type", ""), run_id, json.loads(fields.get("payload") or "{}"))
 
 
+EVENT_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?", re.ASCII)
+
+
 def check_event_id(event_id: str) -> str:
-    """The event id as given, or a 422 saying what an event id looks like."""
-    ms, _, seq = event_id.partition("-")
-    if not (ms.isdigit() and (seq == "" or seq.isdigit())):
-        raise ValidationError(f"invalid event id {event_id!r}: expected '<ms>-<seq>' as sent in 'id:' lines")
+    """The event id as given, or a 400 saying what an event id looks like (Redis would refuse
+    anything else, and a resume position is a request header, not a field of a body)."""
+    match = EVENT_ID.fullmatch(event_id)
+    if match is None or any(int(part) >= 2**64 for part in match.groups() if part is not None):
+        shown = event_id if len(event_id) <= 40 else event_id[:40] + "..."
+        raise BadRequestError(f"invalid event id {shown!r}: expected '<ms>-<seq>' as sent in 'id:' lines")
     return event_id
 
 
