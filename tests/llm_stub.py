@@ -7,7 +7,8 @@ import json
 import random
 import socket
 import threading
-from collections import Counter, deque
+import time
+from collections import Counter, defaultdict, deque
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +27,7 @@ class StubProviders:
         self.script: dict[str, deque[dict[str, Any]]] = {"openai": deque(), "anthropic": deque(), "embeddings": deque()}
         self.default: dict[str, dict[str, Any]] = {"openai": {}, "anthropic": {}, "embeddings": {}}
         self.calls: Counter[str] = Counter()
+        self.arrivals: defaultdict[str, list[float]] = defaultdict(list)  # time.monotonic() of each request
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.rng = random.Random(42)
 
@@ -34,6 +36,7 @@ class StubProviders:
 
     async def _act(self, provider: str, body: dict[str, Any]) -> Response | dict[str, Any]:
         self.calls[provider] += 1
+        self.arrivals[provider].append(time.monotonic())
         self.requests.append((provider, body))
         action = self.script[provider].popleft() if self.script[provider] else self.default[provider]
         if "delay" in action:

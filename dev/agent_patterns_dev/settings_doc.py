@@ -1,6 +1,6 @@
 """The README's configuration tables, generated from the settings models so the two never drift.
 
-    uv run python -m agent_patterns_dev.settings_doc --write   # rewrite the block in README.md
+uv run python -m agent_patterns_dev.settings_doc --write   # rewrite the block in README.md
 """
 
 from __future__ import annotations

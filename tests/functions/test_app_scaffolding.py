@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from mangum.types import LambdaCognitoIdentity, LambdaMobileClientContext
 from pydantic import BaseModel, Field
 
 from agent_patterns import errors
@@ -29,6 +30,10 @@ def build_test_app() -> FastAPI:
     @app.get("/raise/{name}")
     async def raise_error(name: str) -> None:
         raise getattr(errors, name)(f"{name} happened")
+
+    @app.get("/unavailable/{seconds}")
+    async def unavailable(seconds: int) -> None:
+        raise errors.BackendUnavailableError("Redis is down", retry_after=seconds)
 
     @app.get("/boom")
     async def boom() -> None:
@@ -73,7 +78,12 @@ async def test_each_error_maps_to_its_status_and_code(
 
 async def test_backend_unavailable_says_when_to_retry(client: httpx.AsyncClient) -> None:
     response = await client.get("/raise/BackendUnavailableError")
-    assert response.headers["retry-after"] == "5"
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"  # the default
+    for seconds in (1, 17, 120):  # the value the raiser chose, not a constant
+        response = await client.get(f"/unavailable/{seconds}")
+        assert response.status_code == 503 and response.headers["retry-after"] == str(seconds)
+        assert response.json()["error"] == {"code": "backend_unavailable", "message": "Redis is down"}
+    assert "retry-after" not in (await client.get("/raise/NotFoundError")).headers
 
 
 async def test_invalid_body_is_422_naming_the_field(client: httpx.AsyncClient) -> None:
@@ -148,6 +158,8 @@ class LambdaContext:
     aws_request_id = "7c1d9a3e-1111-2222-3333-444455556666"
     log_group_name = "/aws/lambda/agent-patterns-llm"
     log_stream_name = "stream"
+    identity: LambdaCognitoIdentity | None = None
+    client_context: LambdaMobileClientContext | None = None
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000

@@ -91,13 +91,15 @@ async def test_post_returns_202_with_stream_details_and_enqueues_the_run(
         ({"url": "http://unresolvable.invalid/"}, "cannot resolve"),
     ],
 )
-async def test_invalid_requests_are_422_with_the_reason(
+async def test_invalid_requests_are_422_with_the_reason_and_nothing_is_written(
     api: httpx.AsyncClient, sent: list[dict[str, Any]], body: dict[str, Any], fragment: str
 ) -> None:
-    response = await api.post("/v1/crawls", json=body, headers=bearer())
+    tenant_id = f"bad{uuid.uuid4().hex[:8]}"
+    response = await api.post("/v1/crawls", json=body, headers=bearer(tenant_id))
     assert response.status_code == 422, response.text
     assert fragment in response.json()["error"]["message"]
     assert sent == []
+    assert await run_ids(tenant_id) == []  # no run recorded
 
 
 async def test_unauthenticated_and_foreign_runs(api: httpx.AsyncClient, sent: list[dict[str, Any]], site: Site) -> None:
@@ -193,23 +195,42 @@ async def test_poison_messages_are_reported_per_record(sent: list[dict[str, Any]
     assert failed == set(ids[1:])
 
 
-async def test_a_scheduled_crawl_creates_and_runs_a_run(sent: list[dict[str, Any]], site: Site) -> None:
-    message = {"kind": "schedule", "tenant_id": "globex", "url": site.base + "/products", "max_pages": 3}
-    worker = load_function("crawl", "crawl_worker")
-    event = sqs_event(message)
-    await run_worker(event)
-    key = f"schedule:{event['Records'][0]['messageId']}"
-    result = worker.persistence._get_record(worker.persistence._get_hashed_idempotency_key({"key": key}))
-    outcome = result.response_json_as_dict()
-    assert outcome["outcome"] == "complete" and outcome["pages_crawled"] == 3
-    report = await load_function_report("globex", outcome["run_id"])
-    assert report["request"]["trigger"] == "schedule" and len(report["pages"]) == 3
+async def run_ids(tenant_id: str) -> list[str]:
+    """The tenant's runs, oldest first, as stored ([] before its schema exists)."""
+    from psycopg import sql
+
+    from agent_patterns.backends import connection
+
+    async with connection() as db:
+        cur = await db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"tenant_{tenant_id}.runs",))
+        if not (await cur.fetchone() or (False,))[0]:
+            return []
+        cur = await db.execute(
+            sql.SQL("SELECT run_id FROM {}.runs ORDER BY created_at, run_id").format(
+                sql.Identifier(f"tenant_{tenant_id}")
+            )
+        )
+        return [str(row[0]) for row in await cur.fetchall()]
 
 
-async def load_function_report(tenant: str, run_id: str) -> dict[str, Any]:
+async def test_a_scheduled_crawl_creates_and_runs_one_run_per_tick(sent: list[dict[str, Any]], site: Site) -> None:
     from agent_patterns.crawl.jobs import crawl_report
 
-    return await crawl_report(tenant, run_id)
+    tenant_id = f"sched{uuid.uuid4().hex[:8]}"
+    message = {"kind": "schedule", "tenant_id": tenant_id, "url": site.base + "/products", "max_pages": 3}
+    event = sqs_event(message)
+    assert await run_worker(event) == {"batchItemFailures": []}
+    (run_id,) = await run_ids(tenant_id)
+    report = await crawl_report(tenant_id, run_id)
+    assert report["status"] == "complete" and report["request"]["trigger"] == "schedule"
+    assert len(report["pages"]) == report["result"]["pages_crawled"] == 3
+    assert [e.type for e in await events.replay(run_id)][-1] == "complete"
+    hits = site.hits.total()
+    assert await run_worker(event) == {"batchItemFailures": []}  # the same tick delivered again
+    assert await run_ids(tenant_id) == [run_id] and site.hits.total() == hits  # no second run, no crawl
+    assert await run_worker(sqs_event(message)) == {"batchItemFailures": []}  # the next tick
+    runs = await run_ids(tenant_id)
+    assert len(runs) == 2 and runs[0] == run_id
 
 
 async def test_a_run_continues_across_invocations_with_the_same_result(

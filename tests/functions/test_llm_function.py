@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from agent_patterns.config import reset_settings
 from tests.conftest import bearer, function_client
 from tests.llm_stub import StubProviders
-from tests.patterns.test_llm import prompt
+from tests.patterns.test_llm import assert_retry_after_is_next_utc_day, prompt
 
 
 @pytest.fixture
@@ -54,9 +55,12 @@ async def test_budget_exhausted_is_429_until_the_next_utc_day(
 ) -> None:
     settings_env.setenv("LLM_DAILY_TOKEN_BUDGET", "10")
     reset_settings()
+    before = dt.datetime.now(dt.UTC)
     response = await api.post("/v1/llm/complete", json={"prompt": prompt()}, headers=bearer("acme"))
+    after = dt.datetime.now(dt.UTC)
     assert response.status_code == 429 and response.json()["error"]["code"] == "budget_exceeded"
-    assert 0 < int(response.headers["retry-after"]) <= 86_401
+    assert_retry_after_is_next_utc_day(response.headers["retry-after"], before, after)
+    assert stub.calls.total() == 0  # refused before any provider was asked
 
 
 async def test_no_provider_answering_or_configured_is_503(
@@ -66,6 +70,7 @@ async def test_no_provider_answering_or_configured_is_503(
     stub.default["anthropic"] = {"status": 500}
     response = await api.post("/v1/llm/complete", json={"prompt": prompt()}, headers=bearer("acme"))
     assert response.status_code == 503 and response.json()["error"]["code"] == "providers_unavailable"
+    assert response.headers["retry-after"] == "5"
     settings_env.delenv("OPENAI_API_KEY")
     settings_env.delenv("ANTHROPIC_API_KEY")
     reset_settings()
@@ -76,6 +81,10 @@ async def test_no_provider_answering_or_configured_is_503(
 async def test_the_tenant_comes_from_the_token(api: httpx.AsyncClient, stub: StubProviders) -> None:
     assert (await api.post("/v1/llm/complete", json={"prompt": "hi"})).status_code == 401
     p = prompt()
-    await api.post("/v1/llm/complete", json={"prompt": p, "tenant_id": "globex"}, headers=bearer("acme"))
-    other = (await api.post("/v1/llm/complete", json={"prompt": p}, headers=bearer("globex"))).json()
-    assert other["cached"] is False  # acme's answer was not filed under globex
+    first = await api.post("/v1/llm/complete", json={"prompt": p, "tenant_id": "globex"}, headers=bearer("acme"))
+    assert first.status_code == 200 and first.json()["cached"] is False, first.text
+    other = await api.post("/v1/llm/complete", json={"prompt": p}, headers=bearer("globex"))
+    assert other.status_code == 200 and other.json()["cached"] is False  # acme's answer was not filed under globex
+    again = await api.post("/v1/llm/complete", json={"prompt": p}, headers=bearer("acme"))
+    assert again.status_code == 200 and again.json()["cached"] is True  # it was filed under acme
+    assert stub.calls["openai"] == 2

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+from psycopg import sql
 
+from agent_patterns.backends import connection
 from agent_patterns.backends.postgres import reset_postgres
 from agent_patterns.config import reset_settings
 from tests.conftest import bearer, function_client
+from tests.llm_stub import StubProviders
 from tests.patterns.test_vectors import unit
 
 
@@ -70,12 +74,23 @@ async def test_search_by_vector_and_hybrid(api: httpx.AsyncClient, stub: object)
         ("/v1/documents", {"documents": [{"text": "a"}] * 101}, 413, "at most 100"),
     ],
 )
-async def test_bad_input_is_refused_with_the_reason(
-    api: httpx.AsyncClient, stub: object, path: str, body: dict, status: int, fragment: str
+async def test_bad_input_is_refused_with_the_reason_and_stores_nothing(
+    api: httpx.AsyncClient, stub: StubProviders, path: str, body: dict[str, Any], status: int, fragment: str
 ) -> None:
-    response = await api.post(path, json=body, headers=bearer("acme"))
+    t = f"r{uuid.uuid4().hex[:8]}"
+    response = await api.post(path, json=body, headers=bearer(t))
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]["message"]
+    assert stub.calls.total() == 0  # refused before any embedding was asked for
+    async with connection() as db:
+        cur = await db.execute("SELECT to_regclass(%s)", (f"tenant_{t}.documents",))
+        table = (await cur.fetchone() or (None,))[0]
+        if table is not None:  # the schema may exist; it must hold nothing
+            for name in ("documents", "chunks", "embeddings"):
+                count = await db.execute(
+                    sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(f"tenant_{t}"), sql.Identifier(name))
+                )
+                assert await count.fetchone() == (0,), name
 
 
 async def test_postgres_down_is_503_and_the_function_recovers(
@@ -90,7 +105,8 @@ async def test_postgres_down_is_503_and_the_function_recovers(
     reset_settings()
     reset_postgres()
     down = await api.post("/v1/search", json={"vector": unit(1)}, headers=bearer("acme"))
-    assert down.status_code == 503 and down.headers["retry-after"]
+    assert down.status_code == 503 and down.json()["error"]["code"] == "backend_unavailable"
+    assert down.headers["retry-after"] == "5"
     good.setenv("DATABASE_URL", original)
     reset_settings()
     up = await api.post("/v1/search", json={"vector": unit(1)}, headers=bearer("acme"))
@@ -100,7 +116,9 @@ async def test_postgres_down_is_503_and_the_function_recovers(
 async def test_delete_a_document_then_it_is_gone(api: httpx.AsyncClient, stub: object) -> None:
     t = f"d{uuid.uuid4().hex[:8]}"
     body = {"documents": [{"id": "gone", "chunks": [{"text": "bye", "embedding": unit(3)}]}]}
-    await api.post("/v1/documents", json=body, headers=bearer(t))
+    assert (await api.post("/v1/documents", json=body, headers=bearer(t))).status_code == 200
+    before = (await api.post("/v1/search", json={"vector": unit(3)}, headers=bearer(t))).json()
+    assert [m["content"] for m in before["matches"]] == ["bye"]  # there, until deleted
     assert (await api.delete("/v1/documents/gone", headers=bearer(t))).status_code == 204
     assert (await api.delete("/v1/documents/gone", headers=bearer(t))).status_code == 404
     hits = (await api.post("/v1/search", json={"vector": unit(3)}, headers=bearer(t))).json()

@@ -162,4 +162,3 @@ async def test_tenants_never_share_embedding_cache_entries(api: httpx.AsyncClien
         response = await api.post("/v1/documents", json={"documents": [{"text": text}]}, headers=bearer(t))
         assert response.status_code == 200, response.text
         assert stub.calls["embeddings"] == before + 1  # a miss for each tenant: nothing to time
-

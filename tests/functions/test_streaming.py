@@ -276,15 +276,22 @@ async def test_a_slow_subscriber_is_cut_off_with_bounded_memory(monkeypatch: pyt
     stream = feeds.subscribe(run_id)
     assert (await anext(stream)).type == "queued"
     for i in range(200):  # the subscriber reads nothing meanwhile
-        await events.publish(run_id, "running", {"i": i})
-    await asyncio.sleep(0.5)
+        last = await events.publish(run_id, "running", {"i": i})
     feed = feeds._FEEDS[run_id]
+    deadline = time.monotonic() + 10
+    while feed.cursor != last:  # wait until the reader has offered every event, however long it takes
+        assert time.monotonic() < deadline, "the run's reader never caught up"
+        await asyncio.sleep(0.02)
     assert all(sub.queue.qsize() <= 50 for sub in feed.subscribers)
+    received: list[int] = []
     with pytest.raises(feeds.SlowConsumerError):
-        async for _ in stream:
-            pass
+        async with asyncio.timeout(10):  # a subscriber that is never cut off fails here, not hangs
+            async for event in stream:
+                received.append(event.payload["i"])
+    assert received == list(range(len(received))) and len(received) < 200  # what it got is in order, not all
     # It resumes from Redis without loss: everything is still there to replay.
-    assert len(await events.replay(run_id)) == 201
+    resumed = [e.payload["i"] for e in await events.replay(run_id, after=None) if e.type == "running"]
+    assert resumed == list(range(200))
 
 
 @pytest.fixture

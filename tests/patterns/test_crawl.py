@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import time
 from collections import Counter
@@ -140,6 +142,7 @@ async def test_slow_pages_hit_the_per_page_timeout(sites: Sites, full: CrawlResu
 
 
 async def test_images_are_not_downloaded(sites: Sites, full: CrawlResult) -> None:
+    assert sites.base + "/" in urls(full) and sites.hits["/"] >= 1  # the page with the <img> was loaded
     assert sites.hits["/image.png"] == 0
 
 
@@ -178,7 +181,12 @@ async def test_a_continued_crawl_ends_with_the_uninterrupted_page_set(sites: Sit
 
 
 def auth(**kw: Any) -> AuthConfig:
-    base = {"login_url": "", "username": "ada", "password": "correct horse", "success_selector": "#welcome"}
+    base: dict[str, Any] = {
+        "login_url": "",
+        "username": "ada",
+        "password": "correct horse",
+        "success_selector": "#welcome",
+    }
     base.update(kw)
     return AuthConfig(**base)
 
@@ -224,6 +232,15 @@ async def test_a_private_start_url_is_refused_without_a_browser(sites: Sites) ->
     assert result.error_message is not None and "scheme" in result.error_message
 
 
+def processes_mentioning(folder: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if str(folder) in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+    return found
+
+
 async def test_the_browser_and_its_profile_are_gone_afterwards(
     sites: Sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,10 +248,24 @@ async def test_the_browser_and_its_profile_are_gone_afterwards(
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    await run_crawl(sites.config(max_pages=2))
+    profiles: set[str] = set()
+    browsers: set[int] = set()
+
+    async def watch() -> None:  # what the crawl had while it ran: the check afterwards is not vacuous
+        while True:
+            profiles.update(p.name for p in tmp_path.glob("pw-*"))
+            browsers.update(processes_mentioning(tmp_path))
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        result = await run_crawl(sites.config(max_pages=2))
+    finally:
+        watcher.cancel()
+    assert result.pages_crawled == 2, result.error_message
+    assert profiles and browsers  # Chromium ran with its profile in this folder
     assert not list(tmp_path.glob("pw-*"))
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-    assert leftovers == []
+    assert processes_mentioning(tmp_path) == []
 
 
 @pytest.mark.parametrize(

@@ -84,8 +84,10 @@ async def test_streams_are_capped_and_expire() -> None:
 async def test_bad_ids_and_types_are_refused_before_redis() -> None:
     with pytest.raises(ValidationError, match="run id"):
         await events.publish("run:*", "running", {})
+    run = new_run()
     with pytest.raises(ValidationError, match="event type"):
-        await events.publish(new_run(), "heartbeat", {})
+        await events.publish(run, "heartbeat", {})
+    assert await get_redis().exists(events.stream_key(run), events.meta_key(run)) == 0  # nothing was written
     with pytest.raises(BadRequestError, match="event id"):
         await events.replay(new_run(), after="$")
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import math
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -35,6 +36,36 @@ def tenant() -> str:
 
 def prompt() -> str:
     return f"Summarise ticket {uuid.uuid4().hex}"
+
+
+def seconds_to_next_utc_midnight(now: dt.datetime) -> float:
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return (midnight - now).total_seconds()
+
+
+def assert_retry_after_is_next_utc_day(value: str, before: dt.datetime, after: dt.datetime) -> None:
+    """`value` is the whole seconds (rounded up) from some instant between `before` and `after`
+    to the next UTC midnight: not a constant, not an hour, not a day from now."""
+    low, high = seconds_to_next_utc_midnight(after), seconds_to_next_utc_midnight(before)
+    if before.date() != after.date():  # midnight passed during the call: either day's answer is right
+        low, high = 0.0, 86_400.0
+    assert value.isdigit(), value
+    assert math.floor(low) <= int(value) <= math.ceil(high) + 1, (value, low, high)
+
+
+@pytest.mark.parametrize(
+    ("now", "seconds"),
+    [
+        ("2026-03-01T00:00:00", 86_401),
+        ("2026-03-01T12:00:00", 43_201),
+        ("2026-03-01T23:59:30", 31),
+        ("2026-03-01T23:59:59.900", 1),
+        ("2026-12-31T23:00:00", 3_601),  # across a year end
+    ],
+)
+def test_a_refused_budget_retries_at_the_next_utc_midnight(now: str, seconds: int) -> None:
+    at = dt.datetime.fromisoformat(now).replace(tzinfo=dt.UTC)
+    assert budget.seconds_until_next_utc_day(at) == seconds
 
 
 BASE = {
@@ -113,9 +144,12 @@ async def test_the_budget_settles_to_real_usage_and_refuses_what_would_exceed_it
     result = await call_llm(prompt(), t, 5_000, "default", max_tokens=100)
     usage = await budget.usage(t)
     assert usage == budget.Usage(used=result.tokens_used, reserved=0)
+    before = dt.datetime.now(dt.UTC)
     with pytest.raises(BudgetExceededError) as info:
         await call_llm(prompt(), t, usage.used + 50, "default", max_tokens=100)
-    assert int(info.value.headers["Retry-After"]) > 0 and info.value.status_code == 429
+    after = dt.datetime.now(dt.UTC)
+    assert info.value.status_code == 429 and info.value.code == "budget_exceeded"
+    assert_retry_after_is_next_utc_day(info.value.headers["Retry-After"], before, after)
     assert stub.calls["openai"] == 1
     assert await budget.usage(t) == usage
 
@@ -173,12 +207,25 @@ async def test_a_connection_reset_falls_back(stub: StubProviders, settings_env: 
     assert result.provider == "anthropic" and resetting.accepted == 2
 
 
-async def test_retry_after_is_honoured_and_the_primary_answers(stub: StubProviders) -> None:
-    stub.script["openai"].append({"status": 429, "headers": {"retry-after-ms": "300"}})
-    started = time.monotonic()
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"retry-after-ms": "900"}, 0.9),
+        ({"retry-after": "1"}, 1.0),
+        ({"retry-after": "2", "retry-after-ms": "500"}, 0.5),
+    ],
+    ids=["retry-after-ms", "retry-after", "ms-wins"],
+)
+async def test_retry_after_is_honoured_and_the_primary_answers(
+    stub: StubProviders, headers: dict[str, str], wait: float
+) -> None:
+    """The wait asked for is well above the backoff used without it (at most ~0.31 s before the
+    second attempt), so only honouring the header makes the gap this long."""
+    stub.script["openai"].append({"status": 429, "headers": headers})
     result = await call_llm(prompt(), tenant(), BIG, "default")
     assert result.provider == "openai" and stub.calls["openai"] == 2 and stub.calls["anthropic"] == 0
-    assert time.monotonic() - started >= 0.3
+    first, second = stub.arrivals["openai"]
+    assert wait <= second - first < wait + 1.0
 
 
 @pytest.mark.parametrize(
@@ -313,8 +360,9 @@ async def main():
     await call_llm("lazy imports", "lazyt", 10**7, "default")
     try:
         await call_llm("refused", "lazyt", 1, "default")
+        out["refused"] = False
     except BudgetExceededError:
-        pass
+        out["refused"] = True
     out["after_hit_and_refusal"] = ["openai" in sys.modules, "anthropic" in sys.modules]
     print(json.dumps(out))
 asyncio.run(main())
@@ -326,7 +374,7 @@ asyncio.run(main())
     out = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"after_miss": [True, False], "after_hit_and_refusal": [False, False]}
+    assert result == {"after_miss": [True, False], "refused": True, "after_hit_and_refusal": [False, False]}
 
 
 async def _clear_cache_for(t: str) -> None:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from agent_patterns import search, vectors
+import agent_patterns.vectors
+from agent_patterns import search
 from agent_patterns.backends import connection
 from agent_patterns.backends.postgres import database_url
 from agent_patterns.errors import ProvidersUnavailableError, ValidationError
+from agent_patterns.search import vectors
+from tests.llm_stub import StubProviders
+from tests.sql_recording import RecordingConnection
 
 DIM = 1536
 
@@ -45,6 +51,10 @@ async def db() -> AsyncIterator[psycopg.AsyncConnection]:
         yield conn
 
 
+def test_the_contract_path_is_the_search_module() -> None:
+    assert agent_patterns.vectors is vectors
+
+
 async def new_schema(db: psycopg.AsyncConnection) -> str:
     schema = f"tenant_v{uuid.uuid4().hex[:10]}"
     await vectors.create_tenant_schema(db, schema)
@@ -70,21 +80,32 @@ async def test_round_trip_returns_the_known_nearest_neighbours(db: psycopg.Async
     assert all(0.0 <= m.similarity <= 1.0 for m in matches)
 
 
-async def test_the_hnsw_index_serves_the_ordering(db: psycopg.AsyncConnection) -> None:
+@pytest.mark.parametrize("limit", [5, 100], ids=["default-ef-search", "raised-ef-search"])
+async def test_the_hnsw_index_serves_similarity_search(db: psycopg.AsyncConnection, limit: int) -> None:
+    """EXPLAIN the very statement similarity_search ran (its SQL, parameters, format and the
+    settings it made in its transaction): its ordering is served by the HNSW index."""
     schema = await new_schema(db)
     await vectors.bulk_insert(db, schema, [(f"c{i}", unit(i), None) for i in range(300)])
-    await db.execute(sql.SQL("ANALYZE {}.embeddings").format(sql.Identifier(schema)))
+    for table in ("embeddings", "chunks"):
+        await db.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+    spy = RecordingConnection(db)
+    matches = await vectors.similarity_search(spy.as_connection(), schema, unit(1), limit)
+    assert len(matches) == limit and matches[0].content == "c1"
+    *settings, search_statement = spy.statements
+    assert isinstance(search_statement.query, sql.Composable)
+    assert "ORDER BY" in search_statement.query.as_string(db)
     async with db.transaction():
-        await db.execute("SET LOCAL enable_seqscan = off")
+        # 300 rows are few enough that the planner may rank them all exactly; with sorting off the
+        # only plan that returns rows in distance order is an index that yields them so.
+        await db.execute("SET LOCAL enable_sort = off")
+        for statement in settings:  # e.g. SET LOCAL hnsw.ef_search, exactly as it ran
+            await db.execute(statement.query, statement.params, binary=statement.binary)
         cur = await db.execute(
-            sql.SQL("EXPLAIN SELECT id FROM {}.embeddings ORDER BY embedding <=> %s LIMIT 5").format(
-                sql.Identifier(schema)
-            ),
-            (vectors._vec(unit(1)),),
-            binary=True,
+            sql.SQL("EXPLAIN ") + search_statement.query, search_statement.params, binary=search_statement.binary
         )
-        plan = " ".join(r[0] for r in await cur.fetchall())
-    assert "embeddings_hnsw" in plan
+        plan = re.sub(r"'\[[^]]*\]'", "'[...]'", "\n".join(str(r[0]) for r in await cur.fetchall()))
+    assert "Index Scan using embeddings_hnsw" in plan, plan
+    assert "Sort" not in plan, plan
 
 
 async def test_a_limit_above_ef_search_returns_limit_rows(db: psycopg.AsyncConnection) -> None:
@@ -130,22 +151,41 @@ async def test_bad_vectors_are_refused_before_any_sql(db: psycopg.AsyncConnectio
         await vectors.similarity_search(NoSQL(), "tenant_x", bad, 5)  # type: ignore[arg-type]
 
 
+async def stored_rows(tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """What the tenant's search tables hold, per table, in a stable order; {} if it has no schema."""
+    schema = sql.Identifier(f"tenant_{tenant_id}")
+    queries = {
+        "documents": "SELECT id, metadata FROM {s}.documents ORDER BY id",
+        "chunks": "SELECT document_id, position, content, metadata FROM {s}.chunks ORDER BY document_id, position",
+        "embeddings": "SELECT c.content, e.embedding::text FROM {s}.embeddings e JOIN {s}.chunks c"
+        " ON c.id = e.chunk_id ORDER BY c.document_id, c.position",
+    }
+    async with connection() as db:
+        cur = await db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"tenant_{tenant_id}.embeddings",))
+        if not (await cur.fetchone() or (False,))[0]:
+            return {}
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for table, query in queries.items():
+            cur = await db.execute(sql.SQL(query).format(s=schema))
+            out[table] = list(await cur.fetchall())
+    return out
+
+
 async def test_delete_document_removes_chunks_and_embeddings(db: psycopg.AsyncConnection, stub: object) -> None:
     t = f"v{uuid.uuid4().hex[:10]}"
     await search.ingest(t, [search.DocumentInput(id="doc-1", chunks=[("one", unit(1)), ("two", unit(2))])])
-    schema = f"tenant_{t}"
-    assert await vectors.delete_document(db, schema, "doc-1")
-    for table in ("documents", "chunks", "embeddings"):
-        cur = await db.execute(
-            sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        )
-        assert (await cur.fetchone()) == (0,)
+    await search.ingest(t, [search.DocumentInput(id="doc-2", chunks=[("three", unit(3))])])
+    before = await stored_rows(t)
+    assert [len(before[table]) for table in ("documents", "chunks", "embeddings")] == [2, 3, 3]
+    assert await vectors.delete_document(db, f"tenant_{t}", "doc-1")
+    after = await stored_rows(t)
+    assert after["documents"] == [("doc-2", {})]  # the other document is untouched
+    assert [row[2] for row in after["chunks"]] == ["three"]
+    assert [row[0] for row in after["embeddings"]] == ["three"]
+    assert not await vectors.delete_document(db, f"tenant_{t}", "doc-1")  # gone: nothing left to delete
 
 
-async def test_ingest_chunks_embeds_with_cache_and_reingest_replaces(stub: object) -> None:
-    from tests.llm_stub import StubProviders
-
-    assert isinstance(stub, StubProviders)
+async def test_ingest_chunks_embeds_with_cache_and_reingest_replaces(stub: StubProviders) -> None:
     t = f"v{uuid.uuid4().hex[:10]}"
     text = " ".join(f"word{i}" for i in range(1200))
     stored = await search.ingest(t, [search.DocumentInput(id="doc", text=text, metadata={"src": "a"})])
@@ -162,25 +202,51 @@ async def test_ingest_chunks_embeds_with_cache_and_reingest_replaces(stub: objec
     assert len(hits) == 3 and all(h.document_id == "doc" for h in hits)
 
 
-async def test_a_failure_mid_document_leaves_nothing_half_stored(stub: object) -> None:
+async def test_a_failure_mid_document_leaves_nothing_half_stored(stub: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_patterns.search import documents
+
     t = f"v{uuid.uuid4().hex[:10]}"
-    good = search.DocumentInput(id="ok", chunks=[("fine", unit(1))])
+    good = search.DocumentInput(id="ok", chunks=[("fine", unit(1))], metadata={"v": 1})
     await search.ingest(t, [good])
-    bad = search.DocumentInput(id="ok", chunks=[("first", unit(2)), ("second\x00nul", unit(3))])  # NUL: COPY fails
-    with pytest.raises(psycopg.Error):
+    before = await stored_rows(t)
+    assert [len(before[table]) for table in ("documents", "chunks", "embeddings")] == [1, 1, 1]
+    real_bulk_insert = vectors.bulk_insert
+    written: list[uuid.UUID] = []
+
+    async def fails_after_the_first_chunk(
+        db: psycopg.AsyncConnection,
+        schema_name: str,
+        rows: Iterable[tuple[str, Sequence[float], dict[str, Any] | None]],
+        *,
+        document_id: str | None = None,
+    ) -> list[uuid.UUID]:
+        first, *_ = rows
+        written.extend(await real_bulk_insert(db, schema_name, [first], document_id=document_id))
+        raise ConnectionError("connection lost mid-document")
+
+    monkeypatch.setattr(documents, "bulk_insert", fails_after_the_first_chunk)
+    bad = search.DocumentInput(id="ok", chunks=[("first", unit(2)), ("second", unit(3))], metadata={"v": 2})
+    with pytest.raises(ConnectionError):
         await search.ingest(t, [bad])
-    async with connection() as db:
-        cur = await db.execute(sql.SQL("SELECT content FROM {}.chunks").format(sql.Identifier(f"tenant_{t}")))
-        assert [r[0] for r in await cur.fetchall()] == ["fine"]  # the old version survives intact
+    assert len(written) == 1  # the failure really came after the old version was replaced and one chunk written
+    assert await stored_rows(t) == before  # the old version survives intact, in every table
 
 
-async def test_embedding_failures_are_503_and_store_nothing(stub: object) -> None:
-    from tests.llm_stub import StubProviders
-
-    assert isinstance(stub, StubProviders)
-    stub.default["embeddings"] = {"status": 500}
+async def test_embedding_failures_are_503_and_store_nothing(stub: StubProviders) -> None:
     t = f"v{uuid.uuid4().hex[:10]}"
-    with pytest.raises(ProvidersUnavailableError):
-        await search.ingest(t, [search.DocumentInput(id="d", text="some new text that is not cached")])
+    await search.ingest(t, [search.DocumentInput(id="d", chunks=[("the old text", unit(1))])])
+    before = await stored_rows(t)
+    assert [len(before[table]) for table in ("documents", "chunks", "embeddings")] == [1, 1, 1]
+    stub.default["embeddings"] = {"status": 500}
+    batch = [
+        search.DocumentInput(id="ready", chunks=[("embedded by the caller", unit(2))]),  # needs no provider
+        search.DocumentInput(id="d", text=f"new text, never embedded before: {uuid.uuid4()}"),
+    ]
+    with pytest.raises(ProvidersUnavailableError) as info:
+        await search.ingest(t, batch)
+    assert info.value.status_code == 503 and stub.calls["embeddings"] >= 1
+    assert await stored_rows(t) == before  # neither the other document nor the new version of "d"
+    calls = stub.calls["embeddings"]
     with pytest.raises(ValidationError, match=r"documents\.0\.text"):
         await search.ingest(t, [search.DocumentInput(id="d", text="   ")])
+    assert stub.calls["embeddings"] == calls and await stored_rows(t) == before
