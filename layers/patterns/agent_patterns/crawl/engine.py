@@ -213,6 +213,15 @@ async def _crawl_one(page: Page, entry: dict[str, Any], config: CrawlConfig, sta
     return record
 
 
+async def _replace_page(context: BrowserContext, page: Page, pages: list[Page]) -> Page:
+    """A fresh tab instead of `page`, which is closed without waiting on its scripts."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(page.close(run_before_unload=False), 5)
+    fresh = await context.new_page()
+    pages.append(fresh)
+    return fresh
+
+
 async def run_crawl(config: CrawlConfig) -> CrawlResult:
     """Crawl `config.url`'s origin breadth-first; never raises for crawl problems: they are in
     `error_message` (the run failed) or in `crawl_data["skipped"]` (one URL failed)."""
@@ -359,8 +368,15 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
         pages.append(page)
         while (entry := await next_entry()) is not None:
             record, failure = None, None
+            # Every step of a page (navigation, waiting, extraction) runs inside the page's time,
+            # and never past the run's total limit: a script that never yields cannot hold it.
+            left = config.total_time_limit_s - (state.elapsed_s + time.monotonic() - started)
+            budget = max(0.1, min(config.page_timeout_s + 1, left))
             try:
-                record = await _crawl_one(page, entry, config, config.url)
+                record = await asyncio.wait_for(_crawl_one(page, entry, config, config.url), budget)
+            except TimeoutError:
+                failure = "timeout" if budget < left else "limit reached"
+                page = await _replace_page(context, page, pages)  # its renderer may be stuck in a loop
             except BlockedAddressError as exc:
                 failure = f"blocked address: {exc}"
             except PlaywrightError as exc:
