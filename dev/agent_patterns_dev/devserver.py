@@ -7,7 +7,9 @@ a failed start; a bad backend URL is reported in one line.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import sys
 
 from agent_patterns.config import get_settings, reset_settings
@@ -36,6 +38,17 @@ def _redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+class RedactTokens(logging.Filter):
+    """Access-log lines without the tokens EventSource clients must send as `?token=`."""
+
+    TOKEN = re.compile(r"((?:^|[?&])(?:token|access_token)=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.TOKEN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 def _start_failure(exc: BaseException) -> str:
@@ -94,7 +107,9 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
             lines.append(f"  note      {hint}")
         print("\n".join(lines), flush=True)
         config = uvicorn.Config(gateway, host=host, port=port, log_level="info", lifespan="on")
-        uvicorn.Server(config).run()
+        server = uvicorn.Server(config)  # its logging is configured here: filter after that
+        logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+        server.run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         pass
     finally:

@@ -110,11 +110,14 @@ def test_dev_server_serves_every_function_stops_cleanly_and_keeps_data(tmp_path:
         unauth = httpx.post(f"{base}/v1/documents", json={}, timeout=5)
         assert unauth.status_code == 401
         assert httpx.get(f"{base}/no/such/route", timeout=5).status_code == 404
+        secret = "eyJsecret.token.value"
+        httpx.get(f"{base}/v1/runs/00000000-0000-0000-0000-000000000000/events?token={secret}", timeout=5)
         # Something stored through the embedded Redis must survive the restart.
         redis.Redis.from_url(banner_url(proc, "redis")).set("survives", "restart")
     assert proc.returncode == 0
     out = proc.stdout.read() if proc.stdout else ""
     assert "agent-patterns dev: stopped" in out
+    assert "/events?token=*** " in out and secret not in out  # tokens never reach the access log
     time.sleep(1)
     assert backend_processes(data_dir) == []  # nothing left running after Ctrl-C
     with dev_server(data_dir) as (base, proc):
