@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_patterns.errors import HTTP_ERROR_CODES, AgentPatternsError
+from agent_patterns.errors import HTTP_ERROR_CODES, AgentPatternsError, BackendUnavailableError
 from agent_patterns.observability import logger
 from agent_patterns.tenancy import Tenant, tenant_from_request
 
@@ -61,7 +61,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class RequestContextMiddleware:
-    """Correlation id per request (header, API Gateway request id, or new) and a last-resort 500.
+    """Correlation id per request (header, API Gateway request id, or new), a 503 for a Redis
+    outage wherever it surfaces, and a last-resort 500.
 
     Pure ASGI rather than BaseHTTPMiddleware so streaming responses pass through unbuffered.
     """
@@ -90,7 +91,15 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
+            from agent_patterns.backends.redis import is_redis_unavailable
+
+            if is_redis_unavailable(exc) and not started:  # an outage, not a bug: retry later
+                logger.warning("Redis unavailable", extra={"path": scope.get("path"), "error": str(exc)})
+                unavailable = BackendUnavailableError(f"Redis is unavailable: {str(exc).splitlines()[0][:200]}")
+                response = error_response(503, unavailable.code, unavailable.message, unavailable.headers)
+                await response(scope, receive, send_with_id)
+                return
             logger.exception("unhandled error", extra={"path": scope.get("path")})
             if started:
                 raise

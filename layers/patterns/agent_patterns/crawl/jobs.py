@@ -22,7 +22,7 @@ from agent_patterns.crawl.engine import run_crawl
 from agent_patterns.crawl.netguard import BlockedAddressError, EgressPolicy
 from agent_patterns.crawl.settings import crawl_settings
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
-from agent_patterns.errors import NotFoundError, ValidationError
+from agent_patterns.errors import BackendUnavailableError, NotFoundError, ValidationError
 from agent_patterns.runs import events
 from agent_patterns.runs.records import TERMINAL_STATUSES, get_run, parse_run_id
 from agent_patterns.tenancy import tenant, validate_tenant_id
@@ -112,9 +112,13 @@ async def start_run(tenant_id: str, request: CrawlRequest) -> str:
     """Record a queued crawl run and enqueue its first step; returns run_id."""
     await validate_request(request)
     run_id = await events.create_run(tenant_id, KIND, _stored_request(request))
-    await send_job(
-        crawl_settings().crawl_queue_url, {"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": 0}
-    )
+    job = {"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": 0}
+    try:
+        await send_job(crawl_settings().crawl_queue_url, job)
+    except Exception as exc:  # never a run left `queued` that no worker will ever see
+        message = f"the crawl could not be queued: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+        await _fail(tenant_id, run_id, message)
+        raise BackendUnavailableError(message) from exc
     return run_id
 
 

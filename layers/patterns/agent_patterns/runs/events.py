@@ -17,7 +17,15 @@ from typing import Any
 from agent_patterns.backends import get_redis
 from agent_patterns.config import get_settings
 from agent_patterns.errors import BadRequestError, ValidationError
-from agent_patterns.runs.records import RUN_STATUSES, TERMINAL_STATUSES, RunStatus, insert_run, parse_run_id, update_run
+from agent_patterns.runs.records import (
+    RUN_STATUSES,
+    TERMINAL_STATUSES,
+    RunStatus,
+    delete_run,
+    insert_run,
+    parse_run_id,
+    update_run,
+)
 
 PUBLISHED_TYPES = frozenset(RUN_STATUSES)  # a run event is a status change; heartbeats are SSE-only
 TERMINAL_TYPES = TERMINAL_STATUSES
@@ -121,8 +129,12 @@ async def follow(run_id: str, after: str | None = None, *, block_ms: int = 1000)
 async def create_run(tenant_id: str, kind: str, request: dict[str, Any] | None = None) -> str:
     """Record a queued run (Postgres), note its owner (Redis), publish `queued`; returns run_id."""
     run_id = await insert_run(tenant_id, kind, request)
-    await get_redis().hset(meta_key(run_id), mapping={"tenant_id": tenant_id, "kind": kind})
-    await publish(run_id, "queued", {"kind": kind})  # also sets the TTL of the stream and the meta key
+    try:
+        await get_redis().hset(meta_key(run_id), mapping={"tenant_id": tenant_id, "kind": kind})
+        await publish(run_id, "queued", {"kind": kind})  # also sets the TTL of the stream and the meta key
+    except BaseException:
+        await delete_run(tenant_id, run_id)  # no run without its event log: no orphan left `queued`
+        raise
     return run_id
 
 

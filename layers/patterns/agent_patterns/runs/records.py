@@ -62,6 +62,17 @@ async def insert_run(tenant_id: str, kind: str, request: dict[str, Any] | None =
     return run_id
 
 
+async def delete_run(tenant_id: str, run_id: str) -> None:
+    """Remove a run that never started (its creation failed half-way)."""
+    from psycopg import sql
+
+    t = tenant(tenant_id)
+    async with connection() as db:
+        await db.execute(
+            sql.SQL("DELETE FROM {}.runs WHERE run_id = %s").format(sql.Identifier(t.schema)), (parse_run_id(run_id),)
+        )
+
+
 async def update_run(
     tenant_id: str,
     run_id: str,
