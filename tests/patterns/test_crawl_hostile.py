@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from agent_patterns.crawl import CrawlConfig, run_crawl
+from agent_patterns.crawl.types import PageLimits
 from tests.conftest import LiveServer
 from tests.crawl_site import page
 
@@ -32,12 +34,22 @@ def hostile_site() -> Starlette:
     async def after_busy(request: Request) -> Response:
         return page("After", "")
 
+    async def bomb(request: Request) -> Response:
+        links = "".join(f'<a href="/x/{i}">.</a>' for i in range(20_000))
+        forms = "".join(f'<form action="/f{i}"><input name="a{i}"></form>' for i in range(300))
+        many_fields = "<form action='/wide'>" + "".join(f'<input name="w{i}">' for i in range(500)) + "</form>"
+        return Response(
+            f"<!doctype html><html><head><title>{'T' * 100_000}</title></head><body>{many_fields}{forms}{links}</body></html>",
+            media_type="text/html",
+        )
+
     return Starlette(
         routes=[
             Route("/", home),
             Route("/fine/{n:int}", fine),
             Route("/busy", busy),
             Route("/after-busy", after_busy),
+            Route("/bomb", bomb),
         ]
     )
 
@@ -77,3 +89,19 @@ async def test_the_total_time_limit_holds_while_a_page_is_stuck(site: LiveServer
     assert took < 15, f"the crawl took {took:.1f} s with a 3 s limit"
     skipped = {s["url"].removeprefix(site.url): s["reason"] for s in result.crawl_data["skipped"]}
     assert skipped.get("/busy") in ("timeout", "limit reached"), (skipped, result.crawl_data["pages"])
+
+
+async def test_a_link_bomb_page_is_cut_to_the_page_limits_and_says_so(site: LiveServer) -> None:
+    limits = PageLimits(links=100, forms=10, fields=20, text_chars=200)
+    config = CrawlConfig(
+        url=site.url + "/bomb", allowed_private_hosts=(f"127.0.0.1:{site.port}",), max_pages=1, limits=limits
+    )
+    result = await run_crawl(config)
+    assert result.error_message is None, result.error_message
+    (bomb,) = result.crawl_data["pages"]
+    assert len(bomb["links"]) == 100 and len(bomb["title"]) == 200
+    assert len(bomb["forms"]) == 10 and all(len(f["fields"]) <= 20 for f in bomb["forms"])
+    assert result.crawl_data["truncated"] == [
+        {"url": site.url + "/bomb", "what": sorted(["fields", "forms", "links", "title"])}
+    ]
+    assert len(json.dumps(result.crawl_data)) < 100_000  # not the megabytes the page holds

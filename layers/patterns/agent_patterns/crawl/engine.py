@@ -206,10 +206,12 @@ async def _crawl_one(page: Page, entry: dict[str, Any], config: CrawlConfig, sta
     if not same_origin(final_url, start_url):
         record["redirected_off_origin"] = True
         return record
-    data = await page.evaluate(EXTRACT_JS)
+    data = await page.evaluate(EXTRACT_JS, config.limits.as_js())
     record["title"] = data["title"]
     record["links"] = list(dict.fromkeys(data["links"]))
     record["forms"] = data["forms"]
+    if data["truncated"]:  # what this page had more of than PageLimits keeps
+        record["truncated"] = sorted(data["truncated"])
     return record
 
 
@@ -426,6 +428,9 @@ def _result(
     }
     if stopped:
         crawl_data["stopped"] = stopped
+    truncated = [{"url": p["url"], "what": p["truncated"]} for p in pages if p.get("truncated")]
+    if truncated:
+        crawl_data["truncated"] = truncated
     return CrawlResult(
         pages_crawled=len(pages),
         forms_found=sum(len(p["forms"]) for p in pages),

@@ -198,6 +198,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
         auth_config=_auth_config(record.request.get("auth")),
         concurrency=settings.crawl_concurrency,
         allowed_private_hosts=settings.crawl_allowed_private_hosts,
+        limits=settings.page_limits,
         stop_at=stop_at,
         resume_state=resume,
         on_page=on_page,
@@ -224,6 +225,8 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
     }
     if "stopped" in result.crawl_data:
         stored["stopped"] = summary["stopped"] = result.crawl_data["stopped"]
+    if "truncated" in result.crawl_data:
+        stored["truncated"] = result.crawl_data["truncated"]
     await events.transition(tenant_id, run_id, "complete", summary, result=stored)
     await get_redis().delete(checkpoint_key(run_id))
     return {"run_id": run_id, "step": step, "outcome": "complete", **summary}

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from agent_patterns.config import FunctionSettings, settings_of
+from agent_patterns.crawl.types import PageLimits
+
+_LIMITS = PageLimits()
 
 
 class CrawlSettings(FunctionSettings):
@@ -18,12 +21,29 @@ class CrawlSettings(FunctionSettings):
     crawl_invocation_margin_seconds: float = Field(
         60.0, ge=5, description="Stop starting pages this long before the invocation's time runs out."
     )
+    crawl_max_links_per_page: int = Field(
+        _LIMITS.links, ge=1, description="Distinct links kept per page (more: the page is listed as truncated)."
+    )
+    crawl_max_forms_per_page: int = Field(_LIMITS.forms, ge=1, description="Forms kept per page.")
+    crawl_max_fields_per_form: int = Field(_LIMITS.fields, ge=1, description="Fields kept per form.")
+    crawl_max_text_chars: int = Field(
+        _LIMITS.text_chars, ge=16, description="Characters kept of a title, a form or field name."
+    )
     chromium_path: str | None = Field(
         None, description="Chromium binary to launch (default: Playwright's, else the system's)."
     )
     playwright_browsers_path: str | None = Field(
         None, description="Where Playwright's browsers are installed (default `~/.cache/ms-playwright`)."
     )
+
+    @property
+    def page_limits(self) -> PageLimits:
+        return PageLimits(
+            links=self.crawl_max_links_per_page,
+            forms=self.crawl_max_forms_per_page,
+            fields=self.crawl_max_fields_per_form,
+            text_chars=self.crawl_max_text_chars,
+        )
 
     @property
     def crawl_allowed_private_hosts(self) -> tuple[str, ...]:

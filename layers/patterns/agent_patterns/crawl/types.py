@@ -28,6 +28,27 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class PageLimits:
+    """What one page may contribute: a page of 150,000 links or a 20 MB title is cut here (and
+    the record says so), so results, events and checkpoints stay small."""
+
+    links: int = 1000
+    forms: int = 50
+    fields: int = 100  # per form
+    text_chars: int = 1000  # a title, an action URL, a field name
+    url_chars: int = 4096
+
+    def as_js(self) -> dict[str, int]:
+        return {
+            "links": self.links,
+            "forms": self.forms,
+            "fields": self.fields,
+            "textChars": self.text_chars,
+            "urlChars": self.url_chars,
+        }
+
+
+@dataclass(frozen=True)
 class CrawlConfig:
     url: str
     max_pages: int = MAX_PAGES_LIMIT
@@ -36,6 +57,7 @@ class CrawlConfig:
     page_timeout_s: float = PAGE_TIMEOUT_S
     total_time_limit_s: float = TOTAL_TIME_LIMIT_S
     block_resources: tuple[str, ...] = ("image", "font", "media")
+    limits: PageLimits = field(default_factory=PageLimits)
     # Non-public hosts the crawler may reach (`host` or `host:port`): for tests and intranets.
     # Empty by default; everything not named here must resolve to public addresses.
     allowed_private_hosts: tuple[str, ...] = ()
