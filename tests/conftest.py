@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +26,14 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 for _var in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_PROFILE"):
     os.environ.pop(_var, None)
 
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM (`timeout`, a cancelled CI job) unwinds like Ctrl-C, so the servers stop too."""
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "shared"
 
@@ -42,6 +52,7 @@ def backend_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         servers = embedded.started_pids()
         embedded.stop()
     leftovers = _leftover_processes(servers, [_TMP, tmp_path_factory.getbasetemp()])
+    shutil.rmtree(_TMP, ignore_errors=True)
     assert not leftovers, f"processes started by the test run are still running: {leftovers}"
 
 
