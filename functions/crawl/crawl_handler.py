@@ -1,5 +1,7 @@
 """crawl API function: `POST /v1/crawls` starts a run, `GET /v1/crawls/{run_id}` reports it."""
 
+import importlib
+import random
 from typing import Any
 
 from fastapi import Request
@@ -31,5 +33,41 @@ async def start_crawl(body: CrawlRequest, who: CurrentTenant, request: Request) 
 async def get_crawl(run_id: str, who: CurrentTenant) -> dict[str, Any]:
     return await crawl_report(who.id, parse_run_id(run_id))
 
+
+# SnapStart (template.yaml: SnapStart on the published versions behind the `live` alias).
+# Before the snapshot: load what the first request would (the Redis and Postgres clients, PyJWT
+# for stream tokens, the SQS model), so no restored environment pays for it. Nothing connects,
+# nothing is sent, nothing unique is made. After a restore: sockets in the snapshot are dead, so
+# the clients are dropped (never used) and made anew; the PRNG is reseeded.
+PRELOAD = ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "psycopg", "pgvector.psycopg", "jwt")
+
+
+def _before_snapshot() -> None:
+    for module in PRELOAD:
+        importlib.import_module(module)
+    import boto3
+
+    # A throwaway client (dummy keys: no credential lookup) loads the SQS model into the default
+    # session, so the real client costs ~10 ms instead of ~90 ms; it sends nothing.
+    boto3.client("sqs", aws_access_key_id="snapshot", aws_secret_access_key="snapshot")  # noqa: S106
+
+
+def _after_restore() -> None:
+    from agent_patterns.backends import reset_postgres, reset_redis
+    from agent_patterns.backends.sqs import reset_sqs
+
+    reset_redis()
+    reset_postgres()
+    reset_sqs()
+    random.seed()
+
+
+try:  # provided by the Lambda Python runtime (SnapStart runtime hooks); absent elsewhere
+    from snapshot_restore_py import register_after_restore, register_before_snapshot  # type: ignore[import-not-found]
+except ImportError:
+    pass
+else:
+    register_before_snapshot(_before_snapshot)
+    register_after_restore(_after_restore)
 
 handler = lambda_handler(app)

@@ -4,11 +4,15 @@
 in the browser. Function URLs stream only through the adapter (run.sh starts uvicorn).
 """
 
+import importlib
+import random
 from pathlib import Path
 
 from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
 
+from agent_patterns.config import on_lambda
+from agent_patterns.errors import NotFoundError
 from agent_patterns.streaming import run_streams
 from agent_patterns.streaming.sse import build_sse_response
 from agent_patterns.web import create_app
@@ -42,3 +46,46 @@ async def run_viewer(run_id: str) -> HTMLResponse:
         "Referrer-Policy": "no-referrer",
     }
     return HTMLResponse(VIEWER, headers=headers)
+
+
+# SnapStart (template.yaml). The Lambda Web Adapter is this function's runtime, so the Python
+# runtime's hooks never run here: the adapter (1.1.0 and later) POSTs to these paths instead
+# (AWS_LWA_SNAPSTART_BEFORE_CHECKPOINT_PATH / AWS_LWA_SNAPSTART_AFTER_RESTORE_PATH) and answers
+# 403 to anyone else asking for them. Before the snapshot: import what the first stream would
+# (the Redis and Postgres clients, PyJWT), nothing connects. After a restore: sockets in the
+# snapshot are dead, so the clients are dropped (never used) and made anew; the PRNG is reseeded.
+SNAPSTART_BEFORE_CHECKPOINT_PATH = "/_snapstart/before-checkpoint"
+SNAPSTART_AFTER_RESTORE_PATH = "/_snapstart/after-restore"
+PRELOAD = ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "psycopg", "pgvector.psycopg", "jwt")
+
+
+def _before_snapshot() -> None:
+    for module in PRELOAD:
+        importlib.import_module(module)
+
+
+def _after_restore() -> None:
+    from agent_patterns.backends import reset_postgres, reset_redis
+
+    reset_redis()
+    reset_postgres()
+    random.seed()
+
+
+def _adapter_only() -> None:
+    if not on_lambda():  # the dev server and tests have no snapshots to prepare for
+        raise NotFoundError("not found")
+
+
+@app.post(SNAPSTART_BEFORE_CHECKPOINT_PATH, status_code=204, include_in_schema=False)
+async def before_checkpoint() -> Response:
+    _adapter_only()
+    _before_snapshot()
+    return Response(status_code=204)
+
+
+@app.post(SNAPSTART_AFTER_RESTORE_PATH, status_code=204, include_in_schema=False)
+async def after_restore() -> Response:
+    _adapter_only()
+    _after_restore()
+    return Response(status_code=204)
