@@ -52,7 +52,7 @@ async def add_documents(body: DocumentsRequest, who: CurrentTenant) -> dict[str,
     return {"documents": await ingest(who.id, docs)}
 
 
-@app.delete("/v1/documents/{document_id}", status_code=204)
+@app.delete("/v1/documents/{document_id:path}", status_code=204)  # ids may hold "/" (URLs)
 async def delete_document(document_id: str, who: CurrentTenant) -> Response:
     await remove_document(who.id, document_id)
     return Response(status_code=204)

@@ -162,3 +162,17 @@ async def test_tenants_never_share_embedding_cache_entries(api: httpx.AsyncClien
         response = await api.post("/v1/documents", json={"documents": [{"text": text}]}, headers=bearer(t))
         assert response.status_code == 200, response.text
         assert stub.calls["embeddings"] == before + 1  # a miss for each tenant: nothing to time
+
+
+@pytest.mark.parametrize("encode", [False, True], ids=["raw slashes", "percent-encoded"])
+async def test_a_document_id_with_slashes_can_be_deleted(api: httpx.AsyncClient, encode: bool) -> None:
+    from urllib.parse import quote
+
+    t = tenant()
+    doc_id = "https://docs.example.com/guide/intro?lang=en"
+    doc = {"documents": [{"id": doc_id, "chunks": [{"text": "t", "embedding": unit(1)}]}]}
+    assert (await api.post("/v1/documents", json=doc, headers=bearer(t))).status_code == 200
+    path = quote(doc_id, safe="") if encode else quote(doc_id, safe="/:")
+    response = await api.delete(f"/v1/documents/{path}", headers=bearer(t))
+    assert response.status_code == 204, response.text
+    assert await stored_documents(t) == 0
