@@ -94,6 +94,9 @@ class CoreSettings(FunctionSettings):
     )
     run_events_maxlen: int = Field(10_000, ge=100, description="Events kept per run (older ones are trimmed).")
     run_events_ttl_seconds: int = Field(7 * 86_400, ge=60, description="How long a run's events are kept.")
+    max_request_bytes: int = Field(
+        6 * 2**20, ge=1024, description="Largest request body accepted (413 beyond); Lambda's own limit is 6 MB."
+    )
     powertools_service_name: str = Field("agent-patterns", description="Service name in logs and metrics.")
     powertools_metrics_namespace: str = Field("AgentPatterns", description="CloudWatch metrics namespace.")
 

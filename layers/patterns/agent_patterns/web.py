@@ -60,6 +60,44 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
 
 
+class BodyLimitMiddleware:
+    """A 413 for a request body over `MAX_REQUEST_BYTES`, before it is read whole: by its
+    Content-Length when it has one, else as soon as the chunks received pass the limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    def _message(size: str, limit: int) -> str:
+        return f"request body of {size} bytes is over the limit of {limit} bytes (MAX_REQUEST_BYTES)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from agent_patterns.config import get_settings
+
+        limit = get_settings().max_request_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await error_response(413, "payload_too_large", self._message(value.decode(), limit))(
+                    scope, receive, send
+                )
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # an HTTPException: FastAPI passes it to the handlers
+                    raise StarletteHTTPException(413, self._message(f"more than {limit}", limit))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
 class RequestContextMiddleware:
     """Correlation id per request (header, API Gateway request id, or new), a 503 for a Redis
     outage wherever it surfaces, and a last-resort 500.
@@ -146,6 +184,7 @@ def create_app(function: str, *, backends: Iterable[Backend] = ("redis", "postgr
             get_settings().url_for(backend)
     app = FastAPI(title=f"agent-patterns {function}", version=__version__, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", include_in_schema=False)
