@@ -1,12 +1,11 @@
 """crawl API function: `POST /v1/crawls` starts a run, `GET /v1/crawls/{run_id}` reports it."""
 
-import importlib
-import random
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from agent_patterns import snapstart
 from agent_patterns.config import get_settings
 from agent_patterns.crawl.jobs import CrawlRequest, crawl_report, start_run
 from agent_patterns.runs.records import parse_run_id
@@ -39,12 +38,11 @@ async def get_crawl(run_id: str, who: CurrentTenant) -> dict[str, Any]:
 # for stream tokens, the SQS model), so no restored environment pays for it. Nothing connects,
 # nothing is sent, nothing unique is made. After a restore: sockets in the snapshot are dead, so
 # the clients are dropped (never used) and made anew; the PRNG is reseeded.
-PRELOAD = ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "psycopg", "pgvector.psycopg", "jwt")
+PRELOAD = (*snapstart.BACKEND_MODULES, "jwt")
 
 
 def _before_snapshot() -> None:
-    for module in PRELOAD:
-        importlib.import_module(module)
+    snapstart.preload(PRELOAD)
     import boto3
 
     # A throwaway client (dummy keys: no credential lookup) loads the SQS model into the default
@@ -53,21 +51,11 @@ def _before_snapshot() -> None:
 
 
 def _after_restore() -> None:
-    from agent_patterns.backends import reset_postgres, reset_redis
     from agent_patterns.backends.sqs import reset_sqs
 
-    reset_redis()
-    reset_postgres()
-    reset_sqs()
-    random.seed()
+    snapstart.reset_after_restore(reset_sqs)
 
 
-try:  # provided by the Lambda Python runtime (SnapStart runtime hooks); absent elsewhere
-    from snapshot_restore_py import register_after_restore, register_before_snapshot  # type: ignore[import-not-found]
-except ImportError:
-    pass
-else:
-    register_before_snapshot(_before_snapshot)
-    register_after_restore(_after_restore)
+snapstart.register(_before_snapshot, _after_restore)
 
 handler = lambda_handler(app)

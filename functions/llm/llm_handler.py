@@ -1,11 +1,10 @@
 """llm function: `POST /v1/llm/complete` behind API Gateway (Mangum), SnapStart-ready."""
 
-import importlib
-import random
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent_patterns import snapstart
 from agent_patterns.llm import call_llm
 from agent_patterns.llm.routing import check_models
 from agent_patterns.llm.settings import llm_settings
@@ -54,18 +53,13 @@ async def complete(body: CompleteRequest, who: CurrentTenant) -> dict[str, Any]:
 # the snapshot are dead, so the clients are dropped (never used) and made anew; the PRNG is
 # reseeded so restored environments do not share retry jitter.
 PRELOAD = (
-    "redis.asyncio",
-    "redis.asyncio.retry",
-    "redis.backoff",
-    "psycopg",  # for /healthz
-    "pgvector.psycopg",
+    *snapstart.BACKEND_MODULES,
     "openai",
 )
 
 
 def _before_snapshot() -> None:
-    for module in PRELOAD:
-        importlib.import_module(module)
+    snapstart.preload(PRELOAD)
     from openai import AsyncOpenAI
 
     # A throwaway client loads the HTTP transport and the chat resource; it sends nothing.
@@ -73,21 +67,11 @@ def _before_snapshot() -> None:
 
 
 def _after_restore() -> None:
-    from agent_patterns.backends import reset_postgres, reset_redis
     from agent_patterns.llm.providers import reset_clients
 
-    reset_redis()
-    reset_postgres()
-    reset_clients()
-    random.seed()
+    snapstart.reset_after_restore(reset_clients)
 
 
-try:  # provided by the Lambda Python runtime (SnapStart runtime hooks); absent elsewhere
-    from snapshot_restore_py import register_after_restore, register_before_snapshot  # type: ignore[import-not-found]
-except ImportError:
-    pass
-else:
-    register_before_snapshot(_before_snapshot)
-    register_after_restore(_after_restore)
+snapstart.register(_before_snapshot, _after_restore)
 
 handler = lambda_handler(app)

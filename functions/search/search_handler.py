@@ -1,12 +1,11 @@
 """search function: `POST /v1/documents`, `POST /v1/search` behind API Gateway (Mangum)."""
 
-import importlib
-import random
 from typing import Any, Literal
 
 from fastapi import Response
 from pydantic import BaseModel, Field
 
+from agent_patterns import snapstart
 from agent_patterns.search import DocumentInput, ingest, remove_document, search
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
 
@@ -84,19 +83,14 @@ async def search_chunks(body: SearchRequest, who: CurrentTenant) -> dict[str, An
 # snapshot are dead, so the clients are dropped (never used) and made anew; the PRNG is reseeded
 # so restored environments do not share retry jitter.
 PRELOAD = (
-    "redis.asyncio",
-    "redis.asyncio.retry",
-    "redis.backoff",
-    "psycopg",
-    "pgvector.psycopg",
+    *snapstart.BACKEND_MODULES,
     "openai",
     "agent_patterns.llm.providers",
 )
 
 
 def _before_snapshot() -> None:
-    for module in PRELOAD:
-        importlib.import_module(module)
+    snapstart.preload(PRELOAD)
     from openai import AsyncOpenAI
 
     # A throwaway client loads the HTTP transport and the embeddings resource; it sends nothing.
@@ -104,21 +98,11 @@ def _before_snapshot() -> None:
 
 
 def _after_restore() -> None:
-    from agent_patterns.backends import reset_postgres, reset_redis
     from agent_patterns.llm.providers import reset_clients
 
-    reset_redis()
-    reset_postgres()
-    reset_clients()
-    random.seed()
+    snapstart.reset_after_restore(reset_clients)
 
 
-try:  # provided by the Lambda Python runtime (SnapStart runtime hooks); absent elsewhere
-    from snapshot_restore_py import register_after_restore, register_before_snapshot  # type: ignore[import-not-found]
-except ImportError:
-    pass
-else:
-    register_before_snapshot(_before_snapshot)
-    register_after_restore(_after_restore)
+snapstart.register(_before_snapshot, _after_restore)
 
 handler = lambda_handler(app)

@@ -4,13 +4,12 @@
 in the browser. Function URLs stream only through the adapter (run.sh starts uvicorn).
 """
 
-import importlib
-import random
 from pathlib import Path
 
 from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
 
+from agent_patterns import snapstart
 from agent_patterns.config import on_lambda
 from agent_patterns.errors import NotFoundError
 from agent_patterns.streaming import run_streams
@@ -56,20 +55,15 @@ async def run_viewer(run_id: str) -> HTMLResponse:
 # snapshot are dead, so the clients are dropped (never used) and made anew; the PRNG is reseeded.
 SNAPSTART_BEFORE_CHECKPOINT_PATH = "/_snapstart/before-checkpoint"
 SNAPSTART_AFTER_RESTORE_PATH = "/_snapstart/after-restore"
-PRELOAD = ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "psycopg", "pgvector.psycopg", "jwt")
+PRELOAD = (*snapstart.BACKEND_MODULES, "jwt")
 
 
 def _before_snapshot() -> None:
-    for module in PRELOAD:
-        importlib.import_module(module)
+    snapstart.preload(PRELOAD)
 
 
 def _after_restore() -> None:
-    from agent_patterns.backends import reset_postgres, reset_redis
-
-    reset_redis()
-    reset_postgres()
-    random.seed()
+    snapstart.reset_after_restore()
 
 
 def _adapter_only() -> None:

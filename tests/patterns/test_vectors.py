@@ -6,7 +6,7 @@ import math
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -16,7 +16,6 @@ from psycopg import sql
 import agent_patterns.vectors
 from agent_patterns import search
 from agent_patterns.backends import connection
-from agent_patterns.backends.postgres import database_url
 from agent_patterns.errors import ProvidersUnavailableError, ValidationError
 from agent_patterns.search import vectors
 from tests.llm_stub import StubProviders
@@ -37,18 +36,6 @@ def near(base: list[float], eps: float, seed: int) -> list[float]:
     raw = [b + rng.gauss(0, eps) for b in base]
     norm = math.sqrt(sum(v * v for v in raw))
     return [v / norm for v in raw]
-
-
-@pytest.fixture
-async def db() -> AsyncIterator[psycopg.AsyncConnection]:
-    from pgvector.psycopg import register_vector_async
-
-    from agent_patterns.backends.migrations import migrate_global
-
-    async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True, prepare_threshold=None) as conn:
-        await migrate_global(conn)
-        await register_vector_async(conn)
-        yield conn
 
 
 def test_the_contract_path_is_the_search_module() -> None:
