@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
@@ -55,7 +56,9 @@ async def test_postgres_connection_is_proxy_safe_and_knows_vectors() -> None:
         assert vec.to_list() == [1.0, 2.0, 3.0]
 
 
-async def test_postgres_reconnects_after_the_server_drops_the_connection() -> None:
+async def test_a_connection_the_server_closed_while_idle_is_replaced_before_use() -> None:
+    """A restart (or failover) closes idle connections: the next request must not get a 503,
+    even well inside DATABASE_IDLE_CHECK_SECONDS."""
     async with connection() as db:
         cur = await db.execute("SELECT pg_backend_pid()")
         (pid,) = await cur.fetchone()  # type: ignore[misc]
@@ -65,14 +68,35 @@ async def test_postgres_reconnects_after_the_server_drops_the_connection() -> No
 
     async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as admin:
         await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    # The first use after the drop reports 503; the next one has reconnected by itself.
-    with pytest.raises(BackendUnavailableError):
-        async with connection() as db:
-            await db.execute("SELECT 1")
-    async with connection() as db:
+        for _ in range(100):  # until that backend has exited and closed its socket
+            cur = await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            if (await cur.fetchone()) == (0,):
+                break
+            await asyncio.sleep(0.02)
+    async with connection() as db:  # no 503: the dead connection was seen and replaced
         cur = await db.execute("SELECT pg_backend_pid()")
         (new_pid,) = await cur.fetchone()  # type: ignore[misc]
     assert new_pid != pid
+
+
+async def test_a_connection_lost_mid_request_is_a_503_and_the_next_request_reconnects() -> None:
+    import psycopg
+
+    from agent_patterns.backends.postgres import database_url
+
+    pids = []
+    with pytest.raises(BackendUnavailableError):
+        async with connection() as db:
+            cur = await db.execute("SELECT pg_backend_pid()")
+            (pid,) = await cur.fetchone()  # type: ignore[misc]
+            pids.append(pid)
+            async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await db.execute("SELECT pg_sleep(0.5)")
+    async with connection() as db:
+        cur = await db.execute("SELECT pg_backend_pid()")
+        (new_pid,) = await cur.fetchone()  # type: ignore[misc]
+    assert new_pid != pids[0]
 
 
 async def test_postgres_idle_check_replaces_a_dead_connection_before_use(settings_env: pytest.MonkeyPatch) -> None:

@@ -60,8 +60,20 @@ async def _connect() -> AsyncConnection:
     return conn
 
 
+def _closed_by_server(conn: AsyncConnection) -> bool:
+    """An idle connection has nothing to read unless the server closed it (a restart, a
+    failover, an idle timeout): one non-blocking poll of the socket, no round trip."""
+    import select
+
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 async def _alive(conn: AsyncConnection, idle: float) -> bool:
-    if conn.closed or conn.broken:
+    if conn.closed or conn.broken or _closed_by_server(conn):
         return False
     if idle < get_settings().database_idle_check_seconds:
         return True
