@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from agent_patterns.config import on_lambda
 from agent_patterns.crawl.browser import BASE_ARGS
@@ -215,6 +216,15 @@ async def _crawl_one(page: Page, entry: dict[str, Any], config: CrawlConfig, sta
     return record
 
 
+def _http_credentials(config: CrawlConfig) -> Any:
+    """Playwright's HTTP credentials, sent to the start URL's origin only."""
+    if config.http_credentials is None:
+        return None
+    user, password = config.http_credentials
+    parts = urlsplit(config.url)
+    return {"username": user, "password": password, "origin": f"{parts.scheme}://{parts.netloc}"}
+
+
 async def _replace_page(context: BrowserContext, page: Page, pages: list[Page]) -> Page:
     """A fresh tab instead of `page`, which is closed without waiting on its scripts."""
     with contextlib.suppress(Exception):
@@ -253,6 +263,7 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                 args=launch_args(proxy.url),
                 service_workers="block",
                 accept_downloads=False,
+                http_credentials=_http_credentials(config),
                 # The crawl closes its browser itself (below, also when cancelled): Ctrl-C to the
                 # process group must not close it under a running crawl and fail the run.
                 handle_sigint=False,

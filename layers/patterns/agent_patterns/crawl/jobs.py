@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 
@@ -22,6 +23,7 @@ from agent_patterns.crawl.engine import run_crawl
 from agent_patterns.crawl.netguard import BlockedAddressError, EgressPolicy
 from agent_patterns.crawl.settings import crawl_settings
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
+from agent_patterns.crawl.urls import without_userinfo
 from agent_patterns.errors import BackendUnavailableError, NotFoundError, ValidationError
 from agent_patterns.runs import events
 from agent_patterns.runs.records import TERMINAL_STATUSES, get_run, parse_run_id
@@ -89,19 +91,36 @@ async def validate_request(request: CrawlRequest) -> None:
 
 
 def _stored_request(request: CrawlRequest) -> dict[str, Any]:
-    """The run's request as stored: a password only sealed, never in the clear."""
+    """The run's request as stored: passwords only sealed, never in the clear. Credentials in
+    the URL (`https://user:pw@host/`) leave the URL: they are kept sealed and given to the
+    browser as HTTP credentials, so no URL anywhere (result, events, logs) carries them."""
     from agent_patterns.crawl.sealing import seal
 
     data = request.model_dump(mode="json", exclude_none=True)
+    url = request.url
+    if url.username or url.password:
+        data["url"] = without_userinfo(str(url))
+        data["http_credentials_sealed"] = seal(json.dumps([unquote(url.username or ""), unquote(url.password or "")]))
     auth = data.get("auth")
     if auth and "password" in auth:
         auth["password_sealed"] = seal(auth.pop("password"))
     return data
 
 
+def _http_credentials(stored: dict[str, Any]) -> tuple[str, str] | None:
+    from agent_patterns.crawl.sealing import unseal
+
+    sealed = stored.get("http_credentials_sealed")
+    if not sealed:
+        return None
+    user, password = json.loads(unseal(sealed))
+    return str(user), str(password)
+
+
 def public_request(stored: dict[str, Any]) -> dict[str, Any]:
     """The request as shown to users: no password, sealed or not."""
     shown: dict[str, Any] = json.loads(json.dumps(stored))
+    shown.pop("http_credentials_sealed", None)
     if isinstance(shown.get("auth"), dict):
         shown["auth"].pop("password_sealed", None)
         shown["auth"].pop("password", None)
@@ -196,6 +215,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
         url=str(record.request["url"]),
         max_pages=max_pages,
         auth_config=_auth_config(record.request.get("auth")),
+        http_credentials=_http_credentials(record.request),
         concurrency=settings.crawl_concurrency,
         allowed_private_hosts=settings.crawl_allowed_private_hosts,
         limits=settings.page_limits,

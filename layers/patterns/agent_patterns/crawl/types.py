@@ -53,6 +53,8 @@ class CrawlConfig:
     url: str
     max_pages: int = MAX_PAGES_LIMIT
     auth_config: AuthConfig | None = None
+    # HTTP (basic/digest) credentials for the start URL's origin only; never part of a result.
+    http_credentials: tuple[str, str] | None = field(default=None, repr=False)
     concurrency: int = 6
     page_timeout_s: float = PAGE_TIMEOUT_S
     total_time_limit_s: float = TOTAL_TIME_LIMIT_S

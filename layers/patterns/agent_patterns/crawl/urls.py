@@ -47,3 +47,11 @@ def dedup_key(url: str) -> str:
 
 def is_http(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("http", "https")
+
+
+def without_userinfo(url: str) -> str:
+    """`url` without `user:password@`: what may be shown, logged or stored in the clear."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
