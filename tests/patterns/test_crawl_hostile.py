@@ -105,3 +105,13 @@ async def test_a_link_bomb_page_is_cut_to_the_page_limits_and_says_so(site: Live
         {"url": site.url + "/bomb", "what": sorted(["fields", "forms", "links", "title"])}
     ]
     assert len(json.dumps(result.crawl_data)) < 100_000  # not the megabytes the page holds
+
+
+def test_the_browsers_own_refused_traffic_is_not_counted_as_the_sites() -> None:
+    from agent_patterns.crawl.engine import site_blocked
+    from agent_patterns.crawl.netguard import BlockedRequest
+
+    own = BlockedRequest("update.googleapis.com:443", "no address", "update.googleapis.com")
+    site = BlockedRequest("http://10.1.2.3/admin", "private address", "10.1.2.3")
+    scheme = BlockedRequest("ftp://x/", "only http(s) URLs are proxied")
+    assert site_blocked([own, site, scheme], {"10.1.2.3", "127.0.0.1"}) == [site, scheme]

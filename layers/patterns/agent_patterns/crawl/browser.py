@@ -24,6 +24,15 @@ BASE_ARGS = (
     "--disable-default-apps",
     "--no-first-run",
     "--mute-audio",
+    # The browser's own traffic (safe browsing, pings, crash and domain-reliability reports,
+    # field trials): none of it is the site's, and the egress proxy would only refuse it.
+    "--disable-client-side-phishing-detection",
+    "--disable-domain-reliability",
+    "--disable-breakpad",
+    "--disable-field-trial-config",
+    "--no-pings",
+    "--metrics-recording-only",
+    "--safebrowsing-disable-auto-update",
 )
 
 

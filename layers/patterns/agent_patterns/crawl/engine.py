@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from agent_patterns.config import on_lambda
 from agent_patterns.crawl.browser import BASE_ARGS
-from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, EgressPolicy, EgressProxy
+from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, BlockedRequest, EgressPolicy, EgressProxy
 from agent_patterns.crawl.types import AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import dedup_key, fetch_url, is_http, same_origin
 
@@ -254,6 +254,7 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
     user_data_dir = Path(tempfile.gettempdir()) / f"pw-{uuid.uuid4().hex}"
     stop_reason: str | None = None
     error: str | None = None
+    page_hosts: set[str] = set()  # every host a page of the site asked for
     try:
         async with EgressProxy(policy) as proxy, async_playwright() as pw:
             context = await pw.chromium.launch_persistent_context(
@@ -271,7 +272,7 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                 handle_sighup=False,
             )
             try:
-                await context.route("**/*", _guard(config, state))
+                await context.route("**/*", _guard(config, state, page_hosts))
                 await _restore_storage(context, state.storage)
                 if config.auth_config is not None and state.storage is None:
                     await _login(context, config.auth_config, config.page_timeout_s * 1000)
@@ -283,7 +284,7 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                 error = str(exc)
             finally:
                 await context.close()
-            for b in proxy.blocked:
+            for b in site_blocked(proxy.blocked, page_hosts):
                 if len(state.blocked) < MAX_SKIPPED and all(x["url"] != b.url for x in state.blocked):
                     state.blocked.append({"url": b.url, "reason": b.reason})
     except PlaywrightError as exc:
@@ -298,11 +299,20 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
     return _result(state, config, stopped=stop_reason)
 
 
-def _guard(config: CrawlConfig, state: _State) -> Any:
+def site_blocked(blocked: list[BlockedRequest], page_hosts: set[str]) -> list[BlockedRequest]:
+    """What the proxy refused on the site's behalf: requests to hosts the pages asked for. The
+    rest is the browser's own traffic (updates, sign-in probes), never counted as the site's."""
+    return [b for b in blocked if b.host is None or b.host in page_hosts]
+
+
+def _guard(config: CrawlConfig, state: _State, page_hosts: set[str]) -> Any:
     blocked_types = set(config.block_resources)
 
     async def guard(route: Route) -> None:
         request = route.request
+        host = urlsplit(request.url).hostname
+        if host:
+            page_hosts.add(host.lower())
         if not is_http(request.url):
             if len(state.blocked) < MAX_SKIPPED:
                 state.blocked.append({"url": request.url[:500], "reason": "only http and https are allowed"})

@@ -117,6 +117,7 @@ class EgressPolicy:
 class BlockedRequest:
     url: str
     reason: str
+    host: str | None = None  # lower-case host name, when the request named one
 
 
 @dataclass
@@ -238,7 +239,7 @@ class EgressProxy:
         try:
             addrs = await self.policy.resolve(host, port)
         except BlockedAddressError as exc:
-            self.blocked.append(BlockedRequest(display, str(exc)))
+            self.blocked.append(BlockedRequest(display, str(exc), host.lower()))
             await _reply(writer, 403, "Forbidden", blocked=str(exc))
             return None
         last: Exception | None = None
