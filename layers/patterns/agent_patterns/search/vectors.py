@@ -15,8 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent_patterns.backends.migrations import ensure_tenant_schema
-from agent_patterns.search.schema import SEARCH
 from agent_patterns.search.settings import search_settings
 from agent_patterns.tenancy import validate_schema_name
 
@@ -62,6 +60,10 @@ def check_embedding(embedding: Sequence[float], storage: str = "vector") -> list
 
 async def create_tenant_schema(db: AsyncConnection, schema_name: str) -> dict[str, list[int]]:
     """Provision (or upgrade) the tenant's schema with the search tables; idempotent."""
+    # Imported here: the migration runner and the schema load psycopg, which INIT need not pay.
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.search.schema import SEARCH
+
     return await ensure_tenant_schema(db, schema_name, SEARCH)
 
 
