@@ -176,3 +176,37 @@ async def test_a_document_id_with_slashes_can_be_deleted(api: httpx.AsyncClient,
     response = await api.delete(f"/v1/documents/{path}", headers=bearer(t))
     assert response.status_code == 204, response.text
     assert await stored_documents(t) == 0
+
+
+async def test_postgres_lost_mid_ingest_is_a_503_and_stores_nothing(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server goes away after the first document was written inside the transaction."""
+    import psycopg
+
+    from agent_patterns.backends.postgres import database_url
+    from agent_patterns.search import documents
+    from agent_patterns.search.vectors import bulk_insert as real
+
+    calls = 0
+
+    async def then_the_server_goes(db: psycopg.AsyncConnection, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await real(db, *args, **kwargs)
+        if calls == 1:
+            cur = await db.execute("SELECT pg_backend_pid()")
+            row = await cur.fetchone()
+            assert row is not None
+            async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+        return result
+
+    monkeypatch.setattr(documents, "bulk_insert", then_the_server_goes)
+    t = tenant()
+    docs = [{"id": f"d{i}", "chunks": [{"text": f"t{i}", "embedding": unit(i)}]} for i in range(3)]
+    response = await api.post("/v1/documents", json={"documents": docs}, headers=bearer(t))
+    assert calls >= 1
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    assert await stored_documents(t) == 0
