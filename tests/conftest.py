@@ -184,6 +184,23 @@ async def stub(stub_server: tuple[Any, LiveServer], settings_env: pytest.MonkeyP
     return providers
 
 
+async def tenant_rows(tenant: str, table: str) -> int:
+    """Rows in one of the tenant's tables, read from Postgres itself; 0 when it has none yet."""
+    from psycopg import sql
+
+    from agent_patterns.backends import connection
+
+    async with connection() as db:
+        cur = await db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"tenant_{tenant}.{table}",))
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            return 0
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(f"tenant_{tenant}"), sql.Identifier(table))
+        cur = await db.execute(query)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def bearer(tenant: str = "acme") -> dict[str, str]:
     """The Authorization header of a local bearer token for `tenant`."""
     from agent_patterns.tenancy import issue_token

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,12 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from agent_patterns.backends.sqs import set_local_consumer
-from agent_patterns.config import reset_settings
 from agent_patterns.runs import events, get_run
 from tests.conftest import LiveServer, bearer, function_client
 from tests.crawl_site import page
-from tests.functions.test_crawl_function import run_worker
+from tests.functions.test_crawl_function import Site, run_worker
 
 USER, PASSWORD = "crawler", "s3cret-Pa55"
 
@@ -38,20 +37,9 @@ def basic_auth_site() -> Starlette:
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[LiveServer]:
+def site() -> Iterator[Site]:
     with LiveServer(basic_auth_site()) as live:
-        yield live
-
-
-@pytest.fixture
-def sent(settings_env: pytest.MonkeyPatch, site: LiveServer) -> Iterator[list[dict[str, Any]]]:
-    settings_env.setenv("CRAWL_ALLOWED_PRIVATE_HOSTS_UNSAFE", f"127.0.0.1:{site.port}")
-    settings_env.delenv("CRAWL_QUEUE_URL", raising=False)
-    reset_settings()
-    messages: list[dict[str, Any]] = []
-    set_local_consumer(messages.append)
-    yield messages
-    set_local_consumer(None)
+        yield Site(live.url, Counter(), f"127.0.0.1:{live.port}")
 
 
 @pytest.fixture
@@ -61,9 +49,9 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_url_credentials_are_used_and_never_shown(
-    api: httpx.AsyncClient, sent: list[dict[str, Any]], site: LiveServer
+    api: httpx.AsyncClient, sent: list[dict[str, Any]], site: Site
 ) -> None:
-    url = f"http://{USER}:{PASSWORD}@127.0.0.1:{site.port}/"
+    url = f"http://{USER}:{PASSWORD}@{site.host}/"
     started = await api.post("/v1/crawls", json={"url": url, "max_pages": 3}, headers=bearer())
     assert started.status_code == 202, started.text
     run_id = started.json()["run_id"]
@@ -75,4 +63,4 @@ async def test_url_credentials_are_used_and_never_shown(
     assert record is not None
     everything = json.dumps([report, record.request, [e.payload for e in await events.replay(run_id)]])
     assert PASSWORD not in everything and f"{USER}:" not in everything
-    assert report["request"]["url"] == f"http://127.0.0.1:{site.port}/"
+    assert report["request"]["url"] == f"{site.base}/"

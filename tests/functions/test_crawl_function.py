@@ -13,7 +13,7 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from agent_patterns.backends.sqs import reset_sqs, set_local_consumer
+from agent_patterns.backends.sqs import reset_sqs
 from agent_patterns.config import reset_settings
 from agent_patterns.runs import events
 from agent_patterns_dev.gateway import LocalLambdaContext, load_function, sqs_event
@@ -33,19 +33,6 @@ def site() -> Iterator[Site]:
         app, hits = build_site(other_origin=other.url, private_origin=other.url, slow_seconds=0.2)
         with LiveServer(app) as live:
             yield Site(live.url, hits, f"127.0.0.1:{live.port}")
-
-
-@pytest.fixture
-def sent(settings_env: pytest.MonkeyPatch, site: Site) -> Iterator[list[dict[str, Any]]]:
-    """Crawl settings for the local site; job messages captured instead of sent."""
-    settings_env.setenv("CRAWL_ALLOWED_PRIVATE_HOSTS_UNSAFE", site.host)
-    settings_env.setenv("CRAWL_CONCURRENCY", "4")
-    settings_env.delenv("CRAWL_QUEUE_URL", raising=False)
-    reset_settings()
-    messages: list[dict[str, Any]] = []
-    set_local_consumer(messages.append)
-    yield messages
-    set_local_consumer(None)
 
 
 @pytest.fixture

@@ -7,30 +7,17 @@ import socket
 import uuid
 
 import pytest
-from psycopg import sql
 
-from agent_patterns.backends import connection
 from agent_patterns.backends.redis import reset_redis
 from agent_patterns.config import reset_settings
 from agent_patterns.tenancy import issue_stream_token
-from tests.conftest import bearer, function_client
+from tests.conftest import bearer, function_client, tenant_rows
 
 
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def runs_of(tenant: str) -> int:
-    async with connection() as db:
-        cur = await db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"tenant_{tenant}.runs",))
-        row = await cur.fetchone()
-        if not (row and row[0]):
-            return 0
-        cur = await db.execute(sql.SQL("SELECT count(*) FROM {}.runs").format(sql.Identifier(f"tenant_{tenant}")))
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
 
 
 @pytest.fixture
@@ -49,7 +36,7 @@ async def test_starting_a_crawl_with_redis_down_is_a_503_and_leaves_no_run(redis
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "backend_unavailable"
     assert response.headers["Retry-After"] == "5"
-    assert await runs_of(tenant) == 0
+    assert await tenant_rows(tenant, "runs") == 0
 
 
 async def test_following_a_run_with_redis_down_is_a_503(redis_down: None) -> None:

@@ -9,11 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from psycopg import sql
 
-from agent_patterns.backends import connection
 from agent_patterns.config import reset_settings
-from tests.conftest import bearer, function_client
+from tests.conftest import bearer, function_client, tenant_rows
 from tests.llm_stub import StubProviders
 from tests.patterns.test_vectors import unit
 
@@ -26,17 +24,6 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
 
 def tenant() -> str:
     return f"x{uuid.uuid4().hex[:10]}"
-
-
-async def stored_documents(t: str) -> int:
-    async with connection() as db:
-        cur = await db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"tenant_{t}.documents",))
-        row = await cur.fetchone()
-        if not (row and row[0]):
-            return 0
-        cur = await db.execute(sql.SQL("SELECT count(*) FROM {}.documents").format(sql.Identifier(f"tenant_{t}")))
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
 
 
 def raw(body: str, t: str) -> dict[str, Any]:
@@ -73,7 +60,7 @@ async def test_text_postgres_would_refuse_is_a_422_naming_the_field(
     response = await api.post("/v1/documents", **raw(body, t))
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"].startswith(field)
-    assert await stored_documents(t) == 0
+    assert await tenant_rows(t, "documents") == 0
     assert stub.calls["embeddings"] == 0  # refused before any paid call
 
 
@@ -119,7 +106,7 @@ async def test_vectors_the_column_cannot_hold_or_rank_are_refused(
     assert stored.status_code == 422 and says in stored.text, stored.text
     found = await api.post("/v1/search", json={"vector": vector}, headers=bearer(t))
     assert found.status_code == 422 and says in found.text, found.text
-    assert await stored_documents(t) == 0
+    assert await tenant_rows(t, "documents") == 0
 
 
 async def test_a_request_that_fails_midway_stores_none_of_its_documents(
@@ -137,7 +124,7 @@ async def test_a_request_that_fails_midway_stores_none_of_its_documents(
     response = await api.post("/v1/documents", json={"documents": docs}, headers=bearer(t))
     assert response.status_code == 422, response.text
     assert "halfvec" in response.json()["error"]["message"]
-    assert await stored_documents(t) == 0
+    assert await tenant_rows(t, "documents") == 0
 
 
 async def test_metadata_and_queries_are_capped(api: httpx.AsyncClient, settings_env: pytest.MonkeyPatch) -> None:
@@ -152,7 +139,7 @@ async def test_metadata_and_queries_are_capped(api: httpx.AsyncClient, settings_
     assert response.status_code == 422 and "SEARCH_MAX_QUERY_CHARS" in response.text
     response = await api.post("/v1/search", json={"query": "q", "filter": {"k": "v" * 200}}, headers=bearer(t))
     assert response.status_code == 422 and "filter" in response.text
-    assert await stored_documents(t) == 0
+    assert await tenant_rows(t, "documents") == 0
 
 
 async def test_tenants_never_share_embedding_cache_entries(api: httpx.AsyncClient, stub: StubProviders) -> None:
@@ -175,7 +162,7 @@ async def test_a_document_id_with_slashes_can_be_deleted(api: httpx.AsyncClient,
     path = quote(doc_id, safe="") if encode else quote(doc_id, safe="/:")
     response = await api.delete(f"/v1/documents/{path}", headers=bearer(t))
     assert response.status_code == 204, response.text
-    assert await stored_documents(t) == 0
+    assert await tenant_rows(t, "documents") == 0
 
 
 async def test_postgres_lost_mid_ingest_is_a_503_and_stores_nothing(
@@ -209,4 +196,4 @@ async def test_postgres_lost_mid_ingest_is_a_503_and_stores_nothing(
     assert calls >= 1
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "5"
-    assert await stored_documents(t) == 0
+    assert await tenant_rows(t, "documents") == 0

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent_patterns.config import get_settings, on_lambda
 from agent_patterns.errors import HTTP_ERROR_CODES, AgentPatternsError, BackendUnavailableError
 from agent_patterns.observability import logger
 from agent_patterns.tenancy import Tenant, tenant_from_request
@@ -75,8 +76,6 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from agent_patterns.config import get_settings
-
         limit = get_settings().max_request_bytes
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -176,7 +175,6 @@ async def backend_health(backends: Iterable[Backend]) -> tuple[bool, dict[str, A
 def create_app(function: str, *, backends: Iterable[Backend] = ("redis", "postgres")) -> FastAPI:
     """The FastAPI app of one function, with the shared error handling and health routes."""
     from agent_patterns import __version__
-    from agent_patterns.config import get_settings, on_lambda
 
     names = tuple(backends)
     if on_lambda():  # fail the INIT phase with a message naming the variable, not the first request

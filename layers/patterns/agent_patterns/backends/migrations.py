@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from agent_patterns.backends.postgres import database_key
 from agent_patterns.errors import InvalidTenantError
 from agent_patterns.tenancy import validate_schema_name
 
@@ -145,14 +146,9 @@ async def _apply(db: AsyncConnection, scope: str, components: list[Component]) -
     return applied
 
 
-def _dsn_key(db: AsyncConnection) -> str:
-    info = db.info
-    return f"{info.host}:{info.port}/{info.dbname}"
-
-
 async def migrate_global(db: AsyncConnection) -> dict[str, list[int]]:
     """Bring the global schema up to date; returns {component: versions this call applied}."""
-    key = (_dsn_key(db), GLOBAL_SCOPE, CORE.name)
+    key = (database_key(db), GLOBAL_SCOPE, CORE.name)
     if key in _current:
         return {}
     applied = await _apply(db, GLOBAL_SCOPE, [CORE])
@@ -169,7 +165,7 @@ async def ensure_tenant_schema(db: AsyncConnection, schema_name: str, *component
     if schema == GLOBAL_SCHEMA or schema.startswith("pg_"):
         raise InvalidTenantError(f"schema name {schema!r} is reserved")
     wanted = _order(components)
-    dsn = _dsn_key(db)
+    dsn = database_key(db)
     # The schema itself is a "component" too: asking for none still creates the schema once.
     names = [c.name for c in wanted] or [""]
     if all((dsn, schema, n) in _current for n in names):

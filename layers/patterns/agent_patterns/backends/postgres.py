@@ -122,6 +122,12 @@ async def connection() -> AsyncIterator[AsyncConnection]:
                     await conn.rollback()
 
 
+def database_key(db: AsyncConnection) -> str:
+    """Which database a connection talks to: the key of per-database, per-environment caches."""
+    info = db.info
+    return f"{info.host}:{info.port}/{info.dbname}"
+
+
 def _short(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 

@@ -107,7 +107,7 @@ def _stored_request(request: CrawlRequest) -> dict[str, Any]:
     return data
 
 
-def _http_credentials(stored: dict[str, Any]) -> tuple[str, str] | None:
+def _unsealed_http_credentials(stored: dict[str, Any]) -> tuple[str, str] | None:
     from agent_patterns.crawl.sealing import unseal
 
     sealed = stored.get("http_credentials_sealed")
@@ -215,7 +215,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
         url=str(record.request["url"]),
         max_pages=max_pages,
         auth_config=_auth_config(record.request.get("auth")),
-        http_credentials=_http_credentials(record.request),
+        http_credentials=_unsealed_http_credentials(record.request),
         concurrency=settings.crawl_concurrency,
         allowed_private_hosts=settings.crawl_allowed_private_hosts,
         limits=settings.page_limits,

@@ -68,8 +68,8 @@ def _validate_documents(documents: list[DocumentInput]) -> None:
                     raise ValidationError(f"documents.{n}.chunks.{i}.text: must not be empty")
                 try:
                     check_embedding(emb)
-                except ValueError as exc:
-                    raise ValidationError(f"documents.{n}.chunks.{i}.embedding: {exc}") from exc
+                except ValidationError as exc:
+                    raise ValidationError(f"documents.{n}.chunks.{i}.embedding: {exc.message}") from exc
         elif doc.text is None or not check_text(doc.text, f"documents.{n}.text").strip():
             raise ValidationError(f"documents.{n}.text: must not be empty")
         length = len(doc.text or "") + sum(len(t) for t, _ in doc.chunks or [])
@@ -99,21 +99,16 @@ async def ingest(tenant_id: str, documents: list[DocumentInput]) -> list[dict[st
     async with connection() as db:
         await create_tenant_schema(db, t.schema)
         s = sql.Identifier(t.schema)
-        try:
-            async with db.transaction():  # the whole request: all of it or none of it
-                for doc_id, pairs, metadata in prepared:
-                    await db.execute(sql.SQL("DELETE FROM {}.documents WHERE id = %s").format(s), (doc_id,))
-                    await db.execute(
-                        sql.SQL("INSERT INTO {}.documents (id, metadata) VALUES (%s, %s)").format(s),
-                        (doc_id, json.dumps(metadata)),
-                    )
-                    rows = [(text, emb, metadata) for text, emb in pairs]
-                    await bulk_insert(db, t.schema, rows, document_id=doc_id)
-                    stored.append({"id": doc_id, "chunks": len(pairs)})
-        except ValueError as exc:  # a vector this tenant's column type cannot hold (halfvec)
-            if isinstance(exc, ValidationError):
-                raise
-            raise ValidationError(f"documents: {exc}") from exc
+        async with db.transaction():  # the whole request: all of it or none of it
+            for doc_id, pairs, metadata in prepared:
+                await db.execute(sql.SQL("DELETE FROM {}.documents WHERE id = %s").format(s), (doc_id,))
+                await db.execute(
+                    sql.SQL("INSERT INTO {}.documents (id, metadata) VALUES (%s, %s)").format(s),
+                    (doc_id, json.dumps(metadata)),
+                )
+                rows = [(text, emb, metadata) for text, emb in pairs]
+                await bulk_insert(db, t.schema, rows, document_id=doc_id)
+                stored.append({"id": doc_id, "chunks": len(pairs)})
     return stored
 
 
@@ -137,23 +132,13 @@ async def search(
         raise ValidationError("give a non-empty query or a vector")
     if mode == "hybrid" and (query is None or not query.strip()):
         raise ValidationError("mode hybrid needs a text query")
-    try:
-        embedding = check_embedding(vector) if vector is not None else (await embed(tenant_id, [query or ""]))[0]
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            raise
-        raise ValidationError(f"vector: {exc}") from exc
+    embedding = check_embedding(vector) if vector is not None else (await embed(tenant_id, [query or ""]))[0]
     t = tenant(tenant_id)
     async with connection() as db:
         await create_tenant_schema(db, t.schema)
-        try:
-            if mode == "hybrid":
-                return await hybrid_search(db, t.schema, query or "", embedding, limit, metadata_filter=metadata_filter)
-            return await vector_search(db, t.schema, embedding, limit, metadata_filter=metadata_filter)
-        except ValueError as exc:  # a vector this tenant's column type cannot hold (halfvec)
-            if isinstance(exc, ValidationError):
-                raise
-            raise ValidationError(f"vector: {exc}") from exc
+        if mode == "hybrid":
+            return await hybrid_search(db, t.schema, query or "", embedding, limit, metadata_filter=metadata_filter)
+        return await vector_search(db, t.schema, embedding, limit, metadata_filter=metadata_filter)
 
 
 async def remove_document(tenant_id: str, document_id: str) -> None:

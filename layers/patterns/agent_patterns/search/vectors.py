@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent_patterns.backends.postgres import database_key
+from agent_patterns.errors import ValidationError
 from agent_patterns.search.settings import search_settings
 from agent_patterns.tenancy import validate_schema_name
 
@@ -39,22 +41,28 @@ class ChunkMatch:
 LARGEST = {"vector": 3.4028234663852886e38, "halfvec": 65504.0}
 
 
-def check_embedding(embedding: Sequence[float], storage: str = "vector") -> list[float]:
-    """The vector as floats; ValueError (before any SQL) for a wrong length, NaN, infinity, a
-    component the column type cannot hold, or an all-zero vector (it has no direction, so its
-    cosine similarity is undefined)."""
+def check_embedding(embedding: Sequence[float]) -> list[float]:
+    """The vector as floats; a 422 (before any SQL) for a wrong length, NaN, infinity, a
+    component float32 cannot hold, or an all-zero vector (it has no direction, so its cosine
+    similarity is undefined)."""
     dim = search_settings().embedding_dimensions
     values = list(map(float, embedding))
     if len(values) != dim:
-        raise ValueError(f"embedding has {len(values)} dimensions, expected {dim}")
+        raise ValidationError(f"embedding has {len(values)} dimensions, expected {dim}")
     # C-level passes: NaN and +/-inf (even both signs together) make the sum non-finite.
     if not math.isfinite(sum(values)):
-        raise ValueError("embedding contains NaN or infinity (or values too large to sum)")
+        raise ValidationError("embedding contains NaN or infinity (or values too large to sum)")
     largest = max(map(abs, values), default=0.0)
-    if largest > LARGEST[storage]:
-        raise ValueError(f"embedding has a component of magnitude {largest:g}, beyond what {storage} holds")
     if largest == 0.0:
-        raise ValueError("embedding is all zeros: it has no direction, so no similarity can be computed")
+        raise ValidationError("embedding is all zeros: it has no direction, so no similarity can be computed")
+    return _in_column(values, "vector", largest)
+
+
+def _in_column(values: list[float], storage: str, largest: float | None = None) -> list[float]:
+    """`values` if the tenant's column type holds every component (halfvec: up to 65504)."""
+    largest = max(map(abs, values), default=0.0) if largest is None else largest
+    if largest > LARGEST[storage]:
+        raise ValidationError(f"embedding has a component of magnitude {largest:g}, beyond what {storage} holds")
     return values
 
 
@@ -79,8 +87,7 @@ _storage: dict[tuple[str, str], str] = {}
 
 
 async def _storage_of(db: AsyncConnection, schema_name: str) -> str:
-    info = db.info
-    key = (f"{info.host}:{info.port}/{info.dbname}", validate_schema_name(schema_name))
+    key = (database_key(db), validate_schema_name(schema_name))
     found = _storage.get(key)
     if found is None:
         cur = await db.execute(
@@ -131,8 +138,7 @@ async def insert_embedding(
 
     values = check_embedding(embedding)  # before any SQL
     storage = await _storage_of(db, schema_name)
-    if storage != "vector":
-        values = check_embedding(values, storage)
+    values = _in_column(values, storage)
     schema = _s(schema_name)
     cur = await db.execute(
         sql.SQL("INSERT INTO {}.embeddings (chunk_id, embedding) VALUES (%s, %s) RETURNING id").format(schema),
@@ -158,9 +164,8 @@ async def bulk_insert(
     schema = _s(schema_name)
     prepared = [(uuid.uuid4(), content, check_embedding(emb), meta or {}) for content, emb, meta in rows]
     storage = await _storage_of(db, schema_name)
-    if storage != "vector":
-        for _, _, values, _ in prepared:
-            check_embedding(values, storage)
+    for _, _, values, _ in prepared:
+        _in_column(values, storage)
     async with db.cursor() as cur:
         async with cur.copy(
             sql.SQL(
@@ -211,7 +216,7 @@ async def similarity_search(
         raise ValueError("limit must be between 1 and 1000")
     schema = _s(schema_name)
     storage = await _storage_of(db, schema_name)
-    query_value = _vec(values if storage == "vector" else check_embedding(values, storage), storage)
+    query_value = _vec(_in_column(values, storage), storage)
     if not metadata_filter:
         query = sql.SQL(
             "SELECT c.id, c.content, e.embedding <=> %s AS distance, c.document_id, c.metadata"
