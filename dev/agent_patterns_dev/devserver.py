@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import sys
 
 from agent_patterns.config import get_settings, reset_settings
@@ -113,6 +114,9 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         pass
     finally:
+        # A second Ctrl-C (a terminal signals the whole process group, and uv forwards it too)
+        # must not cut the stopping short and leave servers behind; stopping is bounded anyway.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             for run_id in worker.stop() if worker is not None else []:
                 print(f"agent-patterns dev: run {run_id} interrupted", flush=True)
