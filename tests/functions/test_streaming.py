@@ -277,7 +277,8 @@ async def test_a_slow_subscriber_is_cut_off_with_bounded_memory(monkeypatch: pyt
     assert (await anext(stream)).type == "queued"
     for i in range(200):  # the subscriber reads nothing meanwhile
         last = await events.publish(run_id, "running", {"i": i})
-    feed = feeds._FEEDS[run_id]
+    feed = feeds.feed_of(run_id)
+    assert feed is not None
     deadline = time.monotonic() + 10
     while feed.cursor != last:  # wait until the reader has offered every event, however long it takes
         assert time.monotonic() < deadline, "the run's reader never caught up"
@@ -364,7 +365,7 @@ async def test_concurrent_first_subscribers_share_a_single_reader() -> None:
     streams = [feeds.subscribe(run_id) for _ in range(50)]
     firsts = await asyncio.gather(*(anext(s) for s in streams))
     assert {e.type for e in firsts} == {"queued"}
-    readers = [t for t in asyncio.all_tasks() if t.get_name() == f"run-feed:{run_id}" and not t.done()]
+    readers = [t for t in asyncio.all_tasks() if t.get_name() == "run-feeds" and not t.done()]
     assert len(readers) == 1 and feeds.active_feeds()[run_id] == 50
     await events.publish(run_id, "complete", {})
     lasts = await asyncio.gather(*(anext(s) for s in streams))

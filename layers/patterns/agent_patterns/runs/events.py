@@ -60,7 +60,8 @@ def meta_key(run_id: str) -> str:
     return f"run:{parse_run_id(run_id)}:meta"
 
 
-def _event(run_id: str, event_id: str, fields: dict[str, str]) -> RunEvent:
+def event_of(run_id: str, event_id: str, fields: dict[str, str]) -> RunEvent:
+    """The event a stream entry holds."""
     return RunEvent(event_id, fields.get("type", ""), run_id, json.loads(fields.get("payload") or "{}"))
 
 
@@ -99,7 +100,7 @@ async def replay(run_id: str, after: str | None = None, *, count: int | None = N
     rows: list[tuple[str, dict[str, str]]] = await get_redis().xrange(  # type: ignore[assignment]
         stream_key(rid), min=start, max="+", count=count
     )
-    return [_event(rid, event_id, fields) for event_id, fields in rows]
+    return [event_of(rid, event_id, fields) for event_id, fields in rows]
 
 
 async def read_after(run_id: str, after: str, *, block_ms: int, count: int = 500) -> list[RunEvent]:
@@ -112,7 +113,7 @@ async def read_after(run_id: str, after: str, *, block_ms: int, count: int = 500
     if not reply:
         return []
     _key, rows = reply[0]
-    return [_event(rid, event_id, fields) for event_id, fields in rows]
+    return [event_of(rid, event_id, fields) for event_id, fields in rows]
 
 
 async def follow(run_id: str, after: str | None = None, *, block_ms: int = 1000) -> AsyncIterator[RunEvent]:

@@ -1,22 +1,30 @@
-"""Fan-out of run events: one Redis reader per run per process, shared by all its subscribers.
+"""Fan-out of run events: every run followed in a process is read by one multiplexed reader.
 
-A thousand clients watching one run cost one blocking XREAD, not a thousand, so streams never
-starve the connection pool. A subscriber joins the feed first and replays from Redis second;
-events seen by both are dropped by id, so there is no gap between replay and follow and no
-duplicate. A subscriber too slow to keep its bounded queue drained is cut off (it reconnects
-with Last-Event-ID and replays from Redis): memory stays bounded and nothing is lost.
+One blocking `XREAD` per event loop covers the streams of all runs being followed (one
+connection however many runs, not one per run), and each run's events go to all its
+subscribers. A subscriber joins its run's feed first and replays from Redis second; events seen
+by both are dropped by id, so there is no gap between replay and follow and no duplicate. A run
+joining while the reader is blocked wakes it through a private wake stream (one `XADD`), so a
+new run's first events are not held back by the block timeout. A subscriber too slow to keep
+its bounded queue drained is cut off (it reconnects with Last-Event-ID and replays from Redis):
+memory stays bounded and nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+import weakref
+from typing import Any
 
-from agent_patterns.runs.events import RunEvent, read_after, replay
+from agent_patterns.runs.events import RunEvent, event_of, replay, stream_key
 from agent_patterns.runs.records import parse_run_id
 
 FEED_BLOCK_MS = 2000
+FEED_COUNT = 500  # events per stream per read
 SUBSCRIBER_QUEUE_SIZE = 2000
+WAKE_TTL_S = 600
 
 
 def id_key(event_id: str) -> tuple[int, int]:
@@ -46,58 +54,161 @@ class _Subscriber:
 
 
 class _Feed:
-    def __init__(self, run_id: str) -> None:
+    """One run's place in the hub: its cursor and its subscribers."""
+
+    def __init__(self, hub: _Hub, run_id: str) -> None:
+        self.hub = hub
         self.run_id = run_id
-        self.cursor = "0-0"
-        self.ready = asyncio.Event()  # set once the cursor is the stream's end at start
+        self.key = stream_key(run_id)
+        self.cursor: str | None = None  # the stream's end when the feed started, then the last id read
+        self.ready = asyncio.Event()  # set once the cursor is known (or the feed failed)
         self.subscribers: set[_Subscriber] = set()
         self.finished = False
-        self.task = asyncio.create_task(self.pump(), name=f"run-feed:{run_id}")
+        self.starting = asyncio.create_task(self._start(), name=f"run-feed-start:{run_id}")
 
-    async def pump(self) -> None:
+    async def _start(self) -> None:
+        from agent_patterns.backends import get_redis
+
         try:
-            self.cursor = await _latest_id(self.run_id)
-            self.ready.set()
-            while self.subscribers:
-                batch = await read_after(self.run_id, self.cursor, block_ms=FEED_BLOCK_MS)
-                for event in batch:
-                    self.cursor = event.id
-                    for sub in list(self.subscribers):
-                        sub.offer(event)
-                    if event.terminal:
-                        self.finished = True
-                        return
+            last = await get_redis().xrevrange(self.key, count=1)
+            self.cursor = str(last[0][0]) if last else "0-0"
         except Exception:
-            from agent_patterns.observability import logger
+            self.hub.log_failure("run feed could not start", self.run_id)
+            self.finish(failed=True)
+            return
+        self.ready.set()
+        if not self.finished:
+            await self.hub.joined(self)
 
-            logger.exception("run feed failed", extra={"run_id": self.run_id})
+    def deliver(self, event: RunEvent) -> None:
+        self.cursor = event.id
+        for sub in list(self.subscribers):
+            sub.offer(event)
+        if event.terminal:
+            self.finish()
+
+    def finish(self, *, failed: bool = False) -> None:
+        """The run ended (or its reading failed): subscribers drain what they have, then end."""
+        if failed:
             for sub in list(self.subscribers):  # subscribers end; clients reconnect and replay
                 sub.offer(None)
+        self.finished = True
+        self.ready.set()
+        self.hub.forget(self)
+
+
+class _Hub:
+    """All feeds of one event loop and the single task that reads them."""
+
+    def __init__(self) -> None:
+        self.feeds: dict[str, _Feed] = {}
+        self.wake_key = f"runs:wake:{uuid.uuid4().hex}"
+        self.wake_cursor = "0-0"
+        self.reader: asyncio.Task[None] | None = None
+        self.blocked = False  # an XREAD is in flight: a joining feed must wake it
+
+    def feed(self, run_id: str) -> _Feed:
+        feed = self.feeds.get(run_id)
+        if feed is None or feed.finished:  # no await between the check and the registration
+            feed = self.feeds[run_id] = _Feed(self, run_id)
+        return feed
+
+    async def joined(self, feed: _Feed) -> None:
+        """A feed has its cursor: make sure the reader runs and will include it."""
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.create_task(self._read(), name="run-feeds")
+        elif self.blocked:
+            from agent_patterns.backends import get_redis
+
+            try:
+                async with get_redis().pipeline(transaction=False) as pipe:
+                    pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                    pipe.expire(self.wake_key, WAKE_TTL_S)
+                    await pipe.execute()
+            except Exception:  # only latency is lost: the feed joins at the next read anyway
+                self.log_failure("could not wake the run reader", feed.run_id)
+
+    def forget(self, feed: _Feed) -> None:
+        if self.feeds.get(feed.run_id) is feed:
+            del self.feeds[feed.run_id]
+        reader = self.reader
+        if not self.feeds and reader is not None and not reader.done() and reader is not asyncio.current_task():
+            reader.cancel()  # nothing left to follow: free the connection now
+            self.reader = None
+
+    async def _read(self) -> None:
+        from agent_patterns.backends import get_redis
+
+        redis = get_redis()
+        try:
+            while True:
+                active = [f for f in self.feeds.values() if f.cursor is not None and not f.finished]
+                if not active:
+                    return
+                streams: dict[Any, Any] = {f.key: f.cursor for f in active}
+                streams[self.wake_key] = self.wake_cursor
+                self.blocked = True
+                try:
+                    reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await redis.xread(  # type: ignore[assignment]
+                        streams, count=FEED_COUNT, block=FEED_BLOCK_MS
+                    )
+                finally:
+                    self.blocked = False
+                by_key = {f.key: f for f in active}
+                for key, rows in reply or ():
+                    if key == self.wake_key:
+                        self.wake_cursor = rows[-1][0]
+                        continue
+                    feed = by_key[key]
+                    for event_id, fields in rows:
+                        if feed.finished:
+                            break
+                        feed.deliver(event_of(feed.run_id, event_id, fields))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log_failure("run reader failed", None)
+            for feed in list(self.feeds.values()):
+                if feed.cursor is not None:
+                    feed.finish(failed=True)
         finally:
-            self.finished = True
-            self.ready.set()
-            _forget(self)
+            if self.reader is asyncio.current_task():
+                self.reader = None
+            if self.reader is None and any(f.cursor is not None for f in self.feeds.values()):
+                # feeds joined while this reader was ending: they need a reader of their own
+                self.reader = asyncio.get_running_loop().create_task(self._read(), name="run-feeds")
+
+    @staticmethod
+    def log_failure(message: str, run_id: str | None) -> None:
+        from agent_patterns.observability import logger
+
+        logger.exception(message, extra={"run_id": run_id})
 
 
-_FEEDS: dict[str, _Feed] = {}
+_HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = weakref.WeakKeyDictionary()
 
 
-def _forget(feed: _Feed) -> None:
-    if _FEEDS.get(feed.run_id) is feed:
-        del _FEEDS[feed.run_id]
+def _hub() -> _Hub:
+    loop = asyncio.get_running_loop()
+    hub = _HUBS.get(loop)
+    if hub is None:
+        hub = _HUBS[loop] = _Hub()
+    return hub
 
 
 def active_feeds() -> dict[str, int]:
-    """Run id → subscriber count of the readers running in this process (for health and tests)."""
-    return {run_id: len(feed.subscribers) for run_id, feed in _FEEDS.items()}
+    """Run id → subscriber count of the runs this process follows, over all its event loops
+    (for health and tests)."""
+    counts: dict[str, int] = {}
+    for hub in list(_HUBS.values()):
+        for run_id, feed in list(hub.feeds.items()):
+            counts[run_id] = counts.get(run_id, 0) + len(feed.subscribers)
+    return counts
 
 
-async def _latest_id(run_id: str) -> str:
-    from agent_patterns.backends import get_redis
-    from agent_patterns.runs.events import stream_key
-
-    last = await get_redis().xrevrange(stream_key(run_id), count=1)
-    return str(last[0][0]) if last else "0-0"
+def feed_of(run_id: str) -> _Feed | None:
+    """The feed of a run followed in this event loop, if any."""
+    return _hub().feeds.get(parse_run_id(run_id))
 
 
 class Subscription:
@@ -116,11 +227,8 @@ class Subscription:
         self._replaying = True
         self._done = False
         self._sub = _Subscriber()
-        feed = _FEEDS.get(self.run_id)
-        if feed is None or feed.finished:  # no await between the check and the registration
-            feed = _FEEDS[self.run_id] = _Feed(self.run_id)
-        feed.subscribers.add(self._sub)
-        self._feed = feed
+        self._feed = _hub().feed(self.run_id)
+        self._feed.subscribers.add(self._sub)
         self._pending: list[RunEvent] = []
 
     def _accept(self, batch: list[RunEvent]) -> list[RunEvent]:
@@ -186,9 +294,9 @@ class Subscription:
         """Leave the feed; the last subscriber to leave stops the run's reader."""
         feed = self._feed
         feed.subscribers.discard(self._sub)
-        if not feed.subscribers and not feed.task.done():
-            feed.task.cancel()
-            _forget(feed)
+        if not feed.subscribers and not feed.finished:
+            feed.starting.cancel()
+            feed.finish()
 
 
 def subscribe(run_id: str, after: str | None = None) -> Subscription:
