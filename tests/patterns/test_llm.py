@@ -143,7 +143,7 @@ async def test_the_budget_settles_to_real_usage_and_refuses_what_would_exceed_it
     t = tenant()
     result = await call_llm(prompt(), t, 5_000, "default", max_tokens=100)
     usage = await budget.usage(t)
-    assert usage == budget.Usage(used=result.tokens_used, reserved=0)
+    assert (usage.used, usage.reserved, usage.reserved_nanousd) == (result.tokens_used, 0, 0)
     before = dt.datetime.now(dt.UTC)
     with pytest.raises(BudgetExceededError) as info:
         await call_llm(prompt(), t, usage.used + 50, "default", max_tokens=100)
@@ -240,7 +240,7 @@ async def test_client_errors_fail_fast_without_fallback(
     with pytest.raises(error):
         await call_llm(prompt(), t, BIG, "default")
     assert stub.calls["openai"] == 1 and stub.calls["anthropic"] == 0
-    assert await budget.usage(t) == budget.Usage(0, 0)  # the reservation was released
+    assert await budget.usage(t) == budget.Usage(0, 0, 0, 0)  # the reservation was released
 
 
 async def test_both_providers_failing_is_503_and_consumes_no_budget(stub: StubProviders) -> None:
@@ -250,7 +250,7 @@ async def test_both_providers_failing_is_503_and_consumes_no_budget(stub: StubPr
     with pytest.raises(ProvidersUnavailableError) as info:
         await call_llm(prompt(), t, BIG, "default")
     assert info.value.status_code == 503 and "openai" in info.value.message and "anthropic" in info.value.message
-    assert await budget.usage(t) == budget.Usage(0, 0)
+    assert await budget.usage(t) == budget.Usage(0, 0, 0, 0)
 
 
 async def test_the_breaker_opens_skips_the_primary_then_closes(

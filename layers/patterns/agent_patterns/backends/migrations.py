@@ -156,6 +156,18 @@ async def migrate_global(db: AsyncConnection) -> dict[str, list[int]]:
     return applied
 
 
+async def ensure_global(db: AsyncConnection, *components: Component) -> dict[str, list[int]]:
+    """Provision global tables of `components` (in the `agent_patterns` schema), up to date."""
+    dsn = database_key(db)
+    wanted = _order(components)
+    if all((dsn, GLOBAL_SCOPE, c.name) in _current for c in wanted):
+        return {}
+    await migrate_global(db)
+    applied = await _apply(db, GLOBAL_SCOPE, wanted)
+    _current.update((dsn, GLOBAL_SCOPE, c.name) for c in wanted)
+    return applied
+
+
 async def ensure_tenant_schema(db: AsyncConnection, schema_name: str, *components: Component) -> dict[str, list[int]]:
     """Provision the tenant's schema with `components` (and what they require), up to date.
 

@@ -1,83 +1,392 @@
-"""Per-tenant daily token budgets in Redis: reserve before the call, settle after, atomically.
+"""Per-tenant spend control in Redis: idempotent, leased reservations against token and USD
+budgets (per UTC day and month) and per-minute rate limits, one script per step.
 
-A reservation is an upper bound (input bytes + overhead + max_tokens: a token covers at least
-one byte, and the output cannot exceed max_tokens), so settling never pushes usage past what
-was reserved, and the day's usage never exceeds the budget however many calls run at once.
+A reservation is an upper bound (input bytes + overhead + max_tokens, priced at the dearest
+model the call may reach), so settling never pushes usage past what was reserved and usage
+never passes a budget however many calls run at once. Every step names the reservation: a
+script that redis-py retries after a lost reply finds its own work done and does nothing, so
+no retry counts anything twice. Each reservation carries a lease (the call's deadline plus a
+margin); the next reservation of the tenant reaps expired ones, so a killed call frees its
+tokens within the lease. The counters are a cache of the Postgres ledger (`llm.ledger`): a
+counter Redis lost (restart, eviction, failover) is rebuilt from the ledger before anything is
+granted, and a reaped reservation whose call did settle in the ledger is applied then.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from agent_patterns.backends import get_redis
 
 MESSAGE_OVERHEAD_TOKENS = 16
+SETTLED_KEPT_S = 3 * 86_400  # how long a settled id is remembered (retries come within seconds)
+RATE_WINDOW_S = 60
 
-RESERVE = """
-local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-local amount = tonumber(ARGV[1])
-if used + reserved + amount > tonumber(ARGV[2]) then
-  return {0, used, reserved}
+_RELEASE_FN = """
+local function free(prefix, rid, res_key, lease_key)
+  local rec = redis.call('HGET', res_key, rid)
+  redis.call('ZREM', lease_key, rid)
+  if not rec then return nil end
+  redis.call('HDEL', res_key, rid)
+  local day, month, t, u, minute = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  for _, k in ipairs({prefix .. 'd:' .. day, prefix .. 'm:' .. month}) do
+    if redis.call('EXISTS', k) == 1 then
+      for field, amount in pairs({reserved_tokens = t, reserved_nanousd = u}) do
+        if redis.call('HINCRBY', k, field, '-' .. amount) < 0 then redis.call('HSET', k, field, 0) end
+      end
+    end
+  end
+  return {t, u, minute}
 end
-redis.call('HINCRBY', KEYS[1], 'reserved', amount)
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-return {1, used, reserved + amount}
-"""
-SETTLE = """
-redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(ARGV[1]))
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'used', ARGV[2]) end
-return 1
 """
 
+# KEYS: day counter, month counter, reservations, leases, settled, rate window
+# ARGV: id, now, deadline, tokens, nanousd, day tokens, day nanousd, month tokens, month nanousd,
+#       rpm, tpm, day expire-at, month expire-at, key prefix, day, month, minute
+RESERVE = (
+    _RELEASE_FN
+    + """
+local id = ARGV[1]
+local now = tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[3], id) == 1 or redis.call('ZSCORE', KEYS[5], id) then
+  return {1, 'again', {}}
+end
+local missing = {}
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then missing[#missing + 1] = 'day' end
+if redis.call('HEXISTS', KEYS[2], 'seeded') == 0 then missing[#missing + 1] = 'month' end
+if #missing > 0 then return {2, 'seed', missing} end
+local reaped = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+for _, rid in ipairs(reaped) do free(ARGV[14], rid, KEYS[3], KEYS[4]) end
+local tokens = tonumber(ARGV[4])
+local rpm = tonumber(ARGV[10])
+local tpm = tonumber(ARGV[11])
+local req = tonumber(redis.call('HGET', KEYS[6], 'requests') or '0')
+local tok = tonumber(redis.call('HGET', KEYS[6], 'tokens') or '0')
+if rpm > 0 and req + 1 > rpm then return {3, 'requests', reaped, rpm, req} end
+if tpm > 0 and tok + tokens > tpm then return {3, 'tokens', reaped, tpm, tok} end
+local checks = {
+  {KEYS[1], 'day', 'tokens', tokens, tonumber(ARGV[6])},
+  {KEYS[1], 'day', 'nanousd', tonumber(ARGV[5]), tonumber(ARGV[7])},
+  {KEYS[2], 'month', 'tokens', tokens, tonumber(ARGV[8])},
+  {KEYS[2], 'month', 'nanousd', tonumber(ARGV[5]), tonumber(ARGV[9])},
+}
+for _, c in ipairs(checks) do
+  if c[5] > 0 then
+    local used = tonumber(redis.call('HGET', c[1], 'used_' .. c[3]) or '0')
+    local held = tonumber(redis.call('HGET', c[1], 'reserved_' .. c[3]) or '0')
+    if used + held + c[4] > c[5] then
+      return {0, c[2] .. '_' .. c[3], reaped, tostring(c[5]), tostring(used), tostring(held)}
+    end
+  end
+end
+for _, k in ipairs({KEYS[1], KEYS[2]}) do
+  redis.call('HINCRBY', k, 'reserved_tokens', ARGV[4])
+  redis.call('HINCRBY', k, 'reserved_nanousd', ARGV[5])
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[12])
+redis.call('EXPIREAT', KEYS[2], ARGV[13])
+redis.call('HSET', KEYS[3], id, ARGV[15] .. '|' .. ARGV[16] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. ARGV[17])
+redis.call('ZADD', KEYS[4], ARGV[3], id)
+redis.call('HINCRBY', KEYS[6], 'requests', 1)
+redis.call('HINCRBY', KEYS[6], 'tokens', ARGV[4])
+redis.call('EXPIRE', KEYS[6], 120)
+for i = 3, 5 do redis.call('EXPIRE', KEYS[i], 3 * 86400) end
+return {1, 'ok', reaped, rpm, rpm - req - 1, tpm, tpm - tok - tokens}
+"""
+)
 
-def budget_key(tenant_id: str, day: dt.date) -> str:
-    return f"budget:{tenant_id}:{day.isoformat()}"
+# KEYS: reservations, leases, settled, day counter, month counter, outbox
+# ARGV: id, tokens, nanousd, now, key prefix, outbox row ('' for none)
+SETTLE = (
+    _RELEASE_FN
+    + """
+local id = ARGV[1]
+local now = tonumber(ARGV[4])
+if redis.call('ZSCORE', KEYS[3], id) then return {0, redis.call('LLEN', KEYS[6])} end
+local freed = free(ARGV[5], id, KEYS[1], KEYS[2])
+if freed then
+  local refund = tonumber(freed[1]) - tonumber(ARGV[2])
+  local window = ARGV[5] .. 'rate:' .. freed[3]
+  if refund > 0 and redis.call('EXISTS', window) == 1 then redis.call('HINCRBY', window, 'tokens', -refund) end
+end
+if tonumber(ARGV[2]) > 0 or tonumber(ARGV[3]) > 0 then
+  for _, k in ipairs({KEYS[4], KEYS[5]}) do
+    if redis.call('HEXISTS', k, 'seeded') == 1 then
+      redis.call('HINCRBY', k, 'used_tokens', ARGV[2])
+      redis.call('HINCRBY', k, 'used_nanousd', ARGV[3])
+    end
+  end
+end
+redis.call('ZADD', KEYS[3], now, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - """
+    + str(SETTLED_KEPT_S)
+    + """)
+if ARGV[6] ~= '' then redis.call('RPUSH', KEYS[6], ARGV[6]) end
+return {1, redis.call('LLEN', KEYS[6])}
+"""
+)
+
+# KEYS: day counter, month counter, settled, reservations
+# ARGV: day tokens, day nanousd, month tokens, month nanousd, day expire-at, month expire-at, now,
+#       day, month, ids already counted in the sums...
+SEED = """
+local seeded = 0
+local function held(field_index, value)
+  local t, u = 0, 0
+  for _, rec in ipairs(redis.call('HVALS', KEYS[4])) do
+    local d, m, rt, ru = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|')
+    if (field_index == 1 and d or m) == value then
+      t = t + tonumber(rt)
+      u = u + tonumber(ru)
+    end
+  end
+  return t, u
+end
+local windows = {{KEYS[1], ARGV[1], ARGV[2], ARGV[5], 1, ARGV[8]}, {KEYS[2], ARGV[3], ARGV[4], ARGV[6], 2, ARGV[9]}}
+for _, w in ipairs(windows) do
+  if redis.call('HEXISTS', w[1], 'seeded') == 0 then
+    local t, u = held(w[5], w[6])
+    redis.call('HSET', w[1], 'used_tokens', w[2], 'used_nanousd', w[3], 'reserved_tokens', t,
+      'reserved_nanousd', u, 'seeded', 1)
+    redis.call('EXPIREAT', w[1], w[4])
+    seeded = 1
+  end
+end
+if seeded == 1 then
+  for i = 10, #ARGV do redis.call('ZADD', KEYS[3], ARGV[7], ARGV[i]) end
+end
+return seeded
+"""
 
 
-def estimate_tokens(*texts: str | None, max_tokens: int) -> int:
-    return sum(len(t.encode()) for t in texts if t) + MESSAGE_OVERHEAD_TOKENS + max_tokens
+@dataclass(frozen=True)
+class Limits:
+    """A tenant's limits; 0 means no limit. USD amounts are in nano-dollars (exact integers)."""
+
+    daily_tokens: int = 0
+    daily_nanousd: int = 0
+    monthly_tokens: int = 0
+    monthly_nanousd: int = 0
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
 
 
-def seconds_until_next_utc_day(now: dt.datetime | None = None) -> int:
-    now = now or dt.datetime.now(dt.UTC)
-    tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    return max(1, int((tomorrow - now).total_seconds()) + 1)
+@dataclass(frozen=True)
+class RateState:
+    """What is left of the tenant's per-minute limits (for the x-ratelimit-* headers)."""
+
+    limit_requests: int
+    remaining_requests: int
+    limit_tokens: int
+    remaining_tokens: int
+    reset_seconds: float
 
 
 @dataclass(frozen=True)
 class Reservation:
-    key: str
-    amount: int
+    id: str
+    tenant_id: str
+    day: dt.date
+    tokens: int
+    nanousd: int
+    rate: RateState | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a reservation was refused, and when asking again can succeed."""
+
+    kind: Literal["budget", "rate"]
+    what: str  # day_tokens, day_nanousd, month_tokens, month_nanousd, requests, tokens
+    limit: int
+    used: int
+    reserved: int
+    retry_after: int
 
 
 @dataclass(frozen=True)
 class Usage:
     used: int
     reserved: int
+    used_nanousd: int = 0
+    reserved_nanousd: int = 0
 
 
-async def reserve(tenant_id: str, amount: int, daily_budget: int) -> Reservation | Usage:
-    """A Reservation, or the Usage that left no room for `amount`."""
-    today = dt.datetime.now(dt.UTC).date()
-    key = budget_key(tenant_id, today)
-    expire_at = int(dt.datetime.combine(today + dt.timedelta(days=2), dt.time(), tzinfo=dt.UTC).timestamp())
-    ok, used, reserved = await get_redis().eval(RESERVE, 1, key, amount, daily_budget, expire_at)
-    if not ok:
-        return Usage(int(used), int(reserved))
-    return Reservation(key, amount)
+@dataclass
+class SeedSums:
+    """The ledger's settled totals for a day and its month, and the ids settled lately."""
+
+    day_tokens: int = 0
+    day_nanousd: int = 0
+    month_tokens: int = 0
+    month_nanousd: int = 0
+    recent_ids: list[str] = field(default_factory=list)
 
 
-async def settle(reservation: Reservation, actual_tokens: int) -> None:
-    await get_redis().eval(SETTLE, 1, reservation.key, reservation.amount, actual_tokens)
+def prefix(tenant_id: str) -> str:
+    """Every key of a tenant shares one hash tag: its scripts stay on one slot in a cluster."""
+    return f"budget:{{{tenant_id}}}:"
+
+
+def day_key(tenant_id: str, day: dt.date) -> str:
+    return f"{prefix(tenant_id)}d:{day.isoformat()}"
+
+
+def month_key(tenant_id: str, day: dt.date) -> str:
+    return f"{prefix(tenant_id)}m:{day:%Y-%m}"
+
+
+OUTBOX_KEY = "budget:ledger-outbox"  # ledger rows waiting for Postgres (see llm.ledger)
+
+
+def estimate_tokens(*texts: str | None, max_tokens: int) -> int:
+    return sum(len(t.encode()) for t in texts if t) + MESSAGE_OVERHEAD_TOKENS + max_tokens
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at.astimezone(dt.UTC) if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def seconds_until_next_utc_day(now: dt.datetime | None = None) -> int:
+    now = _utc(now or dt.datetime.now(dt.UTC))
+    tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return max(1, int((tomorrow - now).total_seconds()) + 1)
+
+
+def next_month(day: dt.date) -> dt.date:
+    return dt.date(day.year + (day.month == 12), day.month % 12 + 1, 1)
+
+
+def seconds_until_next_utc_month(now: dt.datetime | None = None) -> int:
+    now = _utc(now or dt.datetime.now(dt.UTC))
+    first = dt.datetime.combine(next_month(now.date()), dt.time(), tzinfo=dt.UTC)
+    return max(1, int((first - now).total_seconds()) + 1)
+
+
+def _expire_at(day: dt.date) -> tuple[int, int]:
+    """Counters outlive their window by a day, so late settlements still find them."""
+    day_end = dt.datetime.combine(day + dt.timedelta(days=2), dt.time(), tzinfo=dt.UTC)
+    month_end = dt.datetime.combine(next_month(day) + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return int(day_end.timestamp()), int(month_end.timestamp())
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def reserve(
+    tenant_id: str,
+    tokens: int,
+    nanousd: int,
+    limits: Limits,
+    *,
+    lease_seconds: float,
+    reservation_id: str | None = None,
+) -> Reservation | Refusal:
+    """A reservation of `tokens` and `nanousd`, or the refusal that left no room for them."""
+    from agent_patterns.llm import ledger
+
+    rid = reservation_id or str(uuid.uuid4())
+    for _ in range(3):
+        now = time.time()
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        minute = int(now // RATE_WINDOW_S)
+        p = prefix(tenant_id)
+        day_expire, month_expire = _expire_at(today)
+        keys = [day_key(tenant_id, today), month_key(tenant_id, today), p + "res", p + "lease", p + "settled"]
+        keys.append(f"{p}rate:{minute}")
+        reply: list[Any] = await get_redis().eval(
+            RESERVE,
+            len(keys),
+            *keys,
+            rid,
+            repr(now),
+            repr(now + lease_seconds),
+            tokens,
+            nanousd,
+            limits.daily_tokens,
+            limits.daily_nanousd,
+            limits.monthly_tokens,
+            limits.monthly_nanousd,
+            limits.requests_per_minute,
+            limits.tokens_per_minute,
+            day_expire,
+            month_expire,
+            p,
+            today.isoformat(),
+            f"{today:%Y-%m}",
+            minute,
+        )
+        status, what = int(reply[0]), _s(reply[1])
+        if status == 2:
+            await seed(tenant_id, today, await ledger.seed_sums(tenant_id, today, lease_seconds))
+            continue
+        reaped = [_s(r) for r in reply[2]]
+        if reaped:
+            await ledger.apply_reaped(tenant_id, reaped)
+        if status == 1:
+            rate = None
+            if what == "ok" and (int(reply[3]) or int(reply[5])):
+                reset = RATE_WINDOW_S - now % RATE_WINDOW_S
+                rate = RateState(int(reply[3]), max(0, int(reply[4])), int(reply[5]), max(0, int(reply[6])), reset)
+            return Reservation(rid, tenant_id, today, tokens, nanousd, rate)
+        if status == 3:
+            retry = max(1, int(RATE_WINDOW_S - now % RATE_WINDOW_S) + 1)
+            return Refusal("rate", what, int(reply[3]), int(reply[4]), 0, retry)
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        retry = seconds_until_next_utc_day(at) if what.startswith("day") else seconds_until_next_utc_month(at)
+        return Refusal("budget", what, int(_s(reply[3])), int(_s(reply[4])), int(_s(reply[5])), retry)
+    from agent_patterns.errors import BackendUnavailableError
+
+    raise BackendUnavailableError("the budget counters could not be rebuilt from the usage ledger; try again")
+
+
+async def seed(tenant_id: str, day: dt.date, sums: SeedSums) -> bool:
+    """Rebuild missing counters from the ledger's sums; True if this call set them."""
+    p = prefix(tenant_id)
+    day_expire, month_expire = _expire_at(day)
+    keys = [day_key(tenant_id, day), month_key(tenant_id, day), p + "settled", p + "res"]
+    done = await get_redis().eval(
+        SEED,
+        len(keys),
+        *keys,
+        sums.day_tokens,
+        sums.day_nanousd,
+        sums.month_tokens,
+        sums.month_nanousd,
+        day_expire,
+        month_expire,
+        repr(time.time()),
+        day.isoformat(),
+        f"{day:%Y-%m}",
+        *sums.recent_ids,
+    )
+    return bool(int(done))
+
+
+async def settle(tenant_id: str, reservation_id: str, day: dt.date, tokens: int, nanousd: int, outbox: str = "") -> int:
+    """Turn a reservation into usage (idempotent by id; also for a reservation already reaped);
+    `outbox` is a ledger row Postgres could not take. Returns the outbox length."""
+    p = prefix(tenant_id)
+    keys = [p + "res", p + "lease", p + "settled", day_key(tenant_id, day), month_key(tenant_id, day), OUTBOX_KEY]
+    reply: list[Any] = await get_redis().eval(
+        SETTLE, len(keys), *keys, reservation_id, tokens, nanousd, repr(time.time()), p, outbox
+    )
+    return int(reply[1])
 
 
 async def release(reservation: Reservation) -> None:
-    await settle(reservation, 0)
+    """Give a reservation back unused (the call failed before any usage)."""
+    await settle(reservation.tenant_id, reservation.id, reservation.day, 0, 0)
 
 
 async def usage(tenant_id: str, day: dt.date | None = None) -> Usage:
-    key = budget_key(tenant_id, day or dt.datetime.now(dt.UTC).date())
-    values = await get_redis().hmget(key, ["used", "reserved"])
-    return Usage(int(values[0] or 0), int(values[1] or 0))
+    values = await get_redis().hmget(
+        day_key(tenant_id, day or dt.datetime.now(dt.UTC).date()),
+        ["used_tokens", "reserved_tokens", "used_nanousd", "reserved_nanousd"],
+    )
+    return Usage(*(int(v or 0) for v in values))

@@ -1,15 +1,15 @@
-"""call_llm: cache → budget → OpenAI (retries) → Anthropic → settle → cache."""
+"""call_llm: cache → limits → reserve → OpenAI (retries) → Anthropic → ledger → settle → cache."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
-from agent_patterns.errors import BackendUnavailableError, BudgetExceededError, ValidationError
+from agent_patterns.errors import BackendUnavailableError, BudgetExceededError, RateLimitedError, ValidationError
 from agent_patterns.llm import budget, cache, providers
-from agent_patterns.llm.pricing import cost_usd
+from agent_patterns.llm.pricing import cost_nanousd, worst_case_nanousd
 from agent_patterns.llm.routing import Route, route_for
 from agent_patterns.llm.settings import llm_settings
 from agent_patterns.observability import logger, metrics
@@ -17,6 +17,8 @@ from agent_patterns.tenancy import validate_tenant_id
 
 if TYPE_CHECKING:
     from redis.asyncio.lock import Lock
+
+    from agent_patterns.llm.ledger import Entry
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class LLMResult:
     cached: bool
     provider: str
     model: str = ""
+    rate: budget.RateState | None = None  # the tenant's per-minute limits after this call
 
 
 def _validate(prompt: str, max_tokens: int, temperature: float, system: str | None) -> None:
@@ -98,6 +101,7 @@ async def call_llm(
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
+        await _record_hit(tenant_id, value, started)
         return LLMResult(value["content"], 0, 0.0, True, value["provider"], value["model"])
     try:
         return await _call_and_cache(
@@ -107,35 +111,130 @@ async def call_llm(
         await cache.unlock(held)
 
 
-async def _reserve(tenant_id: str, amount: int, daily_budget: int) -> budget.Reservation | None:
+async def _record_hit(tenant_id: str, value: dict[str, str], started: float) -> None:
+    """Cache hits are in the ledger too (usage reports count them); they cost nothing."""
+    import datetime as dt
+    import uuid
+
+    from agent_patterns.llm import ledger
+
+    entry = ledger.Entry(
+        reservation_id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        day=dt.datetime.now(dt.UTC).date().isoformat(),
+        provider=value["provider"],
+        model=value["model"],
+        tokens=0,
+        cost_nanousd=0,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        cache_hit=True,
+    )
     try:
-        outcome = await budget.reserve(tenant_id, amount, daily_budget)
+        await ledger.record(entry)
+    except Exception:
+        logger.warning("cache hit not recorded in the usage ledger", exc_info=True)
+
+
+def _refused(tenant_id: str, refusal: budget.Refusal, amount: int, nanousd: int) -> Exception:
+    headers = {"Retry-After": str(refusal.retry_after)}
+    if refusal.kind == "rate":
+        unit = "requests" if refusal.what == "requests" else "tokens"
+        headers[f"x-ratelimit-limit-{unit}"] = str(refusal.limit)
+        headers[f"x-ratelimit-remaining-{unit}"] = str(max(0, refusal.limit - refusal.used))
+        headers[f"x-ratelimit-reset-{unit}"] = f"{refusal.retry_after}s"
+        need = "1 more request" if unit == "requests" else f"up to {amount} more tokens"
+        return RateLimitedError(
+            f"rate limit of {refusal.limit} {unit} per minute reached for tenant {tenant_id}: "
+            f"{refusal.used} used this minute, this call needs {need}",
+            headers=headers,
+        )
+    window, measure = refusal.what.split("_")
+    period = "daily" if window == "day" else "monthly"
+    if measure == "tokens":
+        limit, used, held, need = (str(v) for v in (refusal.limit, refusal.used, refusal.reserved, amount))
+        what = f"{period} token budget of {limit}"
+    else:
+        limit, used, held, need = (f"${v / 1e9:.6f}" for v in (refusal.limit, refusal.used, refusal.reserved, nanousd))
+        what = f"{period} USD budget of {limit}"
+    return BudgetExceededError(
+        f"{what} exhausted for tenant {tenant_id}: {used} used, {held} reserved by calls in flight, "
+        f"this call needs up to {need}",
+        headers=headers,
+    )
+
+
+async def _reserve(tenant_id: str, amount: int, nanousd: int, limits: budget.Limits) -> budget.Reservation | None:
+    settings = llm_settings()
+    lease = settings.llm_total_timeout_seconds + settings.llm_reservation_margin_seconds
+    try:
+        outcome = await budget.reserve(tenant_id, amount, nanousd, limits, lease_seconds=lease)
     except Exception as exc:
         if not is_redis_unavailable(exc):
             raise
-        if llm_settings().llm_budget_fail_open:
+        if settings.llm_budget_fail_open:
             logger.warning("budget store unavailable; failing open (LLM_BUDGET_FAIL_OPEN)")
             return None
         raise BackendUnavailableError(
             "the token budget store (Redis) is unavailable; calls are refused until "
             "it returns (set LLM_BUDGET_FAIL_OPEN=true to allow them)"
         ) from exc
-    if isinstance(outcome, budget.Usage):
-        retry = budget.seconds_until_next_utc_day()
-        raise BudgetExceededError(
-            f"daily token budget of {daily_budget} exhausted for tenant {tenant_id}: {outcome.used} used, "
-            f"{outcome.reserved} reserved by calls in flight, this call needs up to {amount}",
-            headers={"Retry-After": str(retry)},
-        )
+    if isinstance(outcome, budget.Refusal):
+        raise _refused(tenant_id, outcome, amount, nanousd)
     return outcome
+
+
+async def _settle(tenant_id: str, reservation: budget.Reservation | None, entry: Entry) -> None:
+    """Ledger first (durable), then the counters. A row Postgres cannot take rides in the Redis
+    settlement to an outbox; a settlement Redis cannot take is applied from the ledger when the
+    reservation's lease runs out. Only with both stores down is the row lost (and logged)."""
+    from agent_patterns.llm import ledger
+
+    outbox = ""
+    try:
+        await ledger.record(entry)
+    except Exception:
+        logger.warning("usage ledger unavailable; the row waits in the Redis outbox", exc_info=True)
+        outbox = entry.json()
+    if reservation is None:  # failing open: no counters to settle
+        if outbox:
+            logger.error("usage could not be recorded anywhere", extra={"row": outbox})
+        return
+    try:
+        pending = await budget.settle(
+            tenant_id, reservation.id, reservation.day, entry.tokens, entry.cost_nanousd, outbox
+        )
+    except Exception as exc:
+        if not is_redis_unavailable(exc):
+            raise
+        if outbox:
+            logger.error("usage could not be recorded anywhere", extra={"row": outbox})
+        else:
+            logger.warning("budget settlement deferred: Redis unavailable; applied from the ledger after the lease")
+        return
+    if pending and not outbox:
+        try:
+            await ledger.flush_outbox()
+        except Exception:
+            logger.warning("ledger outbox not flushed", exc_info=True)
 
 
 async def _call_and_cache(
     key: str, route: Route, tenant_id: str, daily_budget: int, req: providers.Request, started: float
 ) -> LLMResult:
-    providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
+    chain = providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
+    from agent_patterns.llm.limits import limits_for
+
     amount = budget.estimate_tokens(req.system, req.prompt, max_tokens=req.max_tokens)
-    reservation = await _reserve(tenant_id, amount, daily_budget)
+    nanousd = worst_case_nanousd(
+        [model for _, model in chain], input_tokens=amount - req.max_tokens, max_output_tokens=req.max_tokens
+    )
+    limits = await limits_for(tenant_id, daily_budget)
+    if 0 < limits.tokens_per_minute < amount:
+        raise ValidationError(
+            f"this call needs up to {amount} tokens, more than the tenant's {limits.tokens_per_minute} tokens "
+            "per minute: shorten the prompt or lower max_tokens"
+        )
+    reservation = await _reserve(tenant_id, amount, nanousd, limits)
     try:
         completion, fell_back = await providers.complete(route, req)
     except BaseException:
@@ -143,16 +242,29 @@ async def _call_and_cache(
             with tolerate_redis_outage("budget release"):
                 await budget.release(reservation)
         raise
-    if reservation is not None:
-        with tolerate_redis_outage("budget settlement"):
-            await budget.settle(reservation, completion.tokens_used)
-    cost = cost_usd(
-        completion.model,
-        input_tokens=completion.input_tokens,
-        output_tokens=completion.output_tokens,
-        cached_input_tokens=completion.cached_input_tokens,
-        cache_write_tokens=completion.cache_write_tokens,
+    usage: dict[str, Any] = {
+        "input_tokens": completion.input_tokens,
+        "output_tokens": completion.output_tokens,
+        "cached_input_tokens": completion.cached_input_tokens,
+        "cache_write_tokens": completion.cache_write_tokens,
+    }
+    nano = cost_nanousd(completion.model, **usage)
+    cost = nano / 1e9
+    from agent_patterns.llm.ledger import Entry
+
+    day = reservation.day.isoformat() if reservation else time.strftime("%Y-%m-%d", time.gmtime())
+    entry = Entry(
+        reservation_id=reservation.id if reservation else _new_id(),
+        tenant_id=tenant_id,
+        day=day,
+        provider=completion.provider,
+        model=completion.model,
+        tokens=completion.tokens_used,
+        cost_nanousd=nano,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        **usage,
     )
+    await _settle(tenant_id, reservation, entry)
     await cache.put(key, {"content": completion.content, "provider": completion.provider, "model": completion.model})
     _metric("Tokens", completion.tokens_used)
     _metric("CostUSD", cost, "NoUnit")
@@ -170,4 +282,18 @@ async def _call_and_cache(
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )
-    return LLMResult(completion.content, completion.tokens_used, cost, False, completion.provider, completion.model)
+    return LLMResult(
+        completion.content,
+        completion.tokens_used,
+        cost,
+        False,
+        completion.provider,
+        completion.model,
+        reservation.rate if reservation else None,
+    )
+
+
+def _new_id() -> str:
+    import uuid
+
+    return str(uuid.uuid4())

@@ -45,6 +45,38 @@ def price(model: str) -> Price:
         ) from None
 
 
+NANO = Decimal(1_000_000_000)
+
+
+def cost_nanousd(
+    model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, cache_write_tokens: int = 0
+) -> int:
+    """Exact cost in nano-dollars (integers add up exactly in Redis and Postgres), rounded up."""
+    p = price(model)
+    total = (
+        (
+            input_tokens * p.input
+            + cached_input_tokens * p.cached_input
+            + cache_write_tokens * p.cache_write
+            + output_tokens * p.output
+        )
+        * NANO
+        / MILLION
+    )
+    return int(total.to_integral_value(rounding="ROUND_CEILING"))
+
+
+def worst_case_nanousd(models: list[str], *, input_tokens: int, max_output_tokens: int) -> int:
+    """The most a call may cost on any of `models`: every input token at the dearer of the input
+    and cache-write prices, and the full output allowance."""
+    worst = 0
+    for model in models:
+        p = price(model)
+        total = (input_tokens * max(p.input, p.cache_write) + max_output_tokens * p.output) * NANO / MILLION
+        worst = max(worst, int(total.to_integral_value(rounding="ROUND_CEILING")))
+    return worst
+
+
 def cost_usd(
     model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, cache_write_tokens: int = 0
 ) -> float:

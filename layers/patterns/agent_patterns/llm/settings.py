@@ -22,6 +22,17 @@ class LlmSettings(FunctionSettings):
     llm_memory_cache_size: int = Field(1024, ge=0, description="Answers kept in memory per execution environment.")
     llm_memory_cache_ttl_seconds: float = Field(300.0, ge=0, description="How long an in-memory answer is used.")
     llm_daily_token_budget: int = Field(1_000_000, ge=0, description="Tokens per tenant per UTC day (HTTP API).")
+    llm_daily_usd_budget: float = Field(0.0, ge=0, description="USD per tenant per UTC day (0: no USD limit).")
+    llm_monthly_token_budget: int = Field(0, ge=0, description="Tokens per tenant per UTC month (0: no limit).")
+    llm_monthly_usd_budget: float = Field(0.0, ge=0, description="USD per tenant per UTC month (0: no limit).")
+    llm_requests_per_minute: int = Field(0, ge=0, description="Provider calls per tenant per minute (0: no limit).")
+    llm_tokens_per_minute: int = Field(0, ge=0, description="Tokens per tenant per minute (0: no limit).")
+    llm_limits_cache_seconds: float = Field(
+        30.0, ge=0, description="How long a tenant's limit overrides are cached per environment."
+    )
+    llm_reservation_margin_seconds: float = Field(
+        30.0, ge=0, description="A reservation's lease beyond the call's deadline; then it is reaped."
+    )
     llm_budget_fail_open: bool = Field(False, description="Allow calls when the budget store is down.")
     llm_max_tokens_limit: int = Field(4096, ge=1, description="Largest `max_tokens` a request may ask for.")
     llm_max_prompt_chars: int = Field(100_000, ge=1, description="Longest prompt accepted, in characters.")

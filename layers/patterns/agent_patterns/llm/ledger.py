@@ -1,0 +1,170 @@
+"""The usage ledger: one Postgres row per settled call, the durable truth of what was spent.
+
+Written in the invocation that owes it (nothing runs on Lambda after the response), before the
+Redis counters are touched: a call's usage is durable before it counts. When Postgres cannot take
+the row, it travels inside the Redis settlement (an outbox list, same script) and is written by
+the next call that reaches Postgres; rows are keyed by reservation id, so a row written twice is
+one row. The Redis counters are rebuilt from here whenever Redis lost them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from psycopg import sql
+
+from agent_patterns.backends import connection, get_redis
+from agent_patterns.backends.migrations import Component, Migration, ensure_global
+from agent_patterns.llm.budget import OUTBOX_KEY, SeedSums
+from agent_patterns.observability import logger
+
+USAGE = Component(
+    "llm_usage",
+    (
+        Migration(
+            1,
+            "llm usage ledger and tenant budgets",
+            lambda _schema: [
+                sql.SQL(
+                    "CREATE TABLE agent_patterns.llm_usage ("
+                    " id bigserial PRIMARY KEY,"
+                    " reservation_id uuid NOT NULL UNIQUE,"
+                    " tenant_id text NOT NULL,"
+                    " day date NOT NULL,"
+                    " created_at timestamptz NOT NULL DEFAULT now(),"
+                    " request_id text,"
+                    " run_id text,"
+                    " provider text NOT NULL,"
+                    " model text NOT NULL,"
+                    " input_tokens integer NOT NULL DEFAULT 0,"
+                    " output_tokens integer NOT NULL DEFAULT 0,"
+                    " cached_input_tokens integer NOT NULL DEFAULT 0,"
+                    " cache_write_tokens integer NOT NULL DEFAULT 0,"
+                    " tokens integer NOT NULL,"
+                    " cost_nanousd bigint NOT NULL,"
+                    " latency_ms real,"
+                    " cache_hit boolean NOT NULL DEFAULT false)"
+                ),
+                sql.SQL("CREATE INDEX llm_usage_tenant_day ON agent_patterns.llm_usage (tenant_id, day)"),
+                sql.SQL(
+                    "CREATE TABLE agent_patterns.tenant_budgets ("
+                    " tenant_id text PRIMARY KEY,"
+                    " daily_tokens bigint, daily_usd numeric(20, 9),"
+                    " monthly_tokens bigint, monthly_usd numeric(20, 9),"
+                    " requests_per_minute integer, tokens_per_minute integer,"
+                    " updated_at timestamptz NOT NULL DEFAULT now(), updated_by text)"
+                ),
+            ],
+        ),
+    ),
+)
+
+OUTBOX_FLUSH = 200
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One settled call (or cache hit) as the ledger keeps it."""
+
+    reservation_id: str
+    tenant_id: str
+    day: str  # ISO date of the reservation: usage counts on the day it was reserved
+    provider: str
+    model: str
+    tokens: int
+    cost_nanousd: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms: float | None = None
+    cache_hit: bool = False
+    request_id: str | None = None
+    run_id: str | None = None
+
+    def json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+_COLUMNS = tuple(Entry.__dataclass_fields__)
+_INSERT = sql.SQL(
+    "INSERT INTO agent_patterns.llm_usage ({}) VALUES ({}) ON CONFLICT (reservation_id) DO NOTHING"
+).format(sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS), sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)))
+
+
+def _row(entry: Entry) -> tuple[Any, ...]:
+    return tuple(getattr(entry, c) for c in _COLUMNS)
+
+
+async def record(*entries: Entry) -> None:
+    """Write rows (idempotent by reservation id); raises when Postgres is unreachable."""
+    async with connection() as db:
+        await ensure_global(db, USAGE)
+        if len(entries) == 1:
+            await db.execute(_INSERT, _row(entries[0]))
+            return
+        async with db.transaction(), db.cursor() as cur:
+            await cur.executemany(_INSERT, [_row(e) for e in entries])
+
+
+async def flush_outbox() -> int:
+    """Write rows that waited in Redis for Postgres; returns how many were written."""
+    redis = get_redis()
+    raw = cast("list[str] | None", await redis.lpop(OUTBOX_KEY, OUTBOX_FLUSH))
+    if not raw:
+        return 0
+    try:
+        await record(*(Entry(**json.loads(r)) for r in raw))
+    except Exception:
+        try:
+            await redis.rpush(OUTBOX_KEY, *raw)
+        except Exception:  # both stores failing: the log is the last durable place
+            logger.error("ledger rows could not be stored", extra={"rows": raw})
+        raise
+    return len(raw)
+
+
+async def seed_sums(tenant_id: str, day: dt.date, lease_seconds: float) -> SeedSums:
+    """Settled totals of `day` and of its month, and the ids settled within a lease (whose Redis
+    settlement may still arrive after the counters are rebuilt: they must not count twice)."""
+    first = day.replace(day=1)
+    async with connection() as db:
+        await ensure_global(db, USAGE)
+        cur = await db.execute(
+            "SELECT coalesce(sum(tokens) FILTER (WHERE day = %s), 0),"
+            " coalesce(sum(cost_nanousd) FILTER (WHERE day = %s), 0),"
+            " coalesce(sum(tokens), 0), coalesce(sum(cost_nanousd), 0),"
+            " coalesce(array_agg(reservation_id::text)"
+            " FILTER (WHERE created_at > now() - make_interval(secs => %s)), '{}')"
+            " FROM agent_patterns.llm_usage WHERE tenant_id = %s AND day >= %s AND day <= %s",
+            (day, day, lease_seconds * 2 + 60, tenant_id, first, day),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return SeedSums(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4]))
+
+
+async def apply_reaped(tenant_id: str, reservation_ids: list[str]) -> None:
+    """Reservations reaped after their lease: those whose call did settle in the ledger (its
+    Redis settlement was lost) now count; the others were freed (the call died unsettled)."""
+    from agent_patterns.llm import budget
+
+    try:
+        async with connection() as db:
+            await ensure_global(db, USAGE)
+            cur = await db.execute(
+                "SELECT reservation_id::text, day, tokens, cost_nanousd FROM agent_patterns.llm_usage"
+                " WHERE tenant_id = %s AND reservation_id = ANY(%s::uuid[])",
+                (tenant_id, reservation_ids),
+            )
+            rows = await cur.fetchall()
+    except Exception:  # the reaped ids are gone from Redis: the ledger keeps the truth, log the gap
+        logger.exception("reaped reservations could not be checked against the ledger", extra={"ids": reservation_ids})
+        return
+    for rid, day, tokens, nanousd in rows:
+        await budget.settle(tenant_id, rid, day, int(tokens), int(nanousd))
+    if rows:
+        logger.warning("settlements lost in Redis applied from the ledger", extra={"count": len(rows)})
