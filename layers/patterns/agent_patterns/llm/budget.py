@@ -36,7 +36,7 @@ local function free(prefix, rid, res_key, lease_key)
   for _, k in ipairs({prefix .. 'd:' .. day, prefix .. 'm:' .. month}) do
     if redis.call('EXISTS', k) == 1 then
       for field, amount in pairs({reserved_tokens = t, reserved_nanousd = u}) do
-        if redis.call('HINCRBY', k, field, '-' .. amount) < 0 then redis.call('HSET', k, field, 0) end
+        if amount ~= '0' and redis.call('HINCRBY', k, field, '-' .. amount) < 0 then redis.call('HSET', k, field, 0) end
       end
     end
   end
