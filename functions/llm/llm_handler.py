@@ -1,14 +1,19 @@
-"""llm function: `POST /v1/llm/complete` behind API Gateway (Mangum), SnapStart-ready."""
+"""llm function: `POST /v1/llm/complete`, `GET /v1/usage` and the operator's limits routes
+behind API Gateway (Mangum), SnapStart-ready."""
 
-from typing import Any
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from fastapi import Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent_patterns import snapstart
 from agent_patterns.llm import call_llm
 from agent_patterns.llm.routing import check_models
 from agent_patterns.llm.settings import llm_settings
-from agent_patterns.web import CurrentTenant, create_app, lambda_handler
+from agent_patterns.tenancy import validate_tenant_id
+from agent_patterns.web import CurrentOperator, CurrentTenant, create_app, lambda_handler
 
 
 class CompleteRequest(BaseModel):
@@ -20,12 +25,81 @@ class CompleteRequest(BaseModel):
     system: str | None = None
 
 
+class LimitsChange(BaseModel):
+    """Per-tenant overrides; a field left out is kept, `null` clears it (back to the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    daily_tokens: int | None = Field(None, ge=0)
+    daily_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9)
+    monthly_tokens: int | None = Field(None, ge=0)
+    monthly_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9)
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0)
+
+
 check_models()
 app = create_app("llm")
 
 
+def _rate_headers(response: Response, rate: Any) -> None:
+    """The per-minute limits as OpenAI reports them, so clients can pace themselves."""
+    if rate is None:
+        return
+    reset = f"{rate.reset_seconds:.0f}s"
+    for unit, limit, remaining in (
+        ("requests", rate.limit_requests, rate.remaining_requests),
+        ("tokens", rate.limit_tokens, rate.remaining_tokens),
+    ):
+        if limit:
+            response.headers[f"x-ratelimit-limit-{unit}"] = str(limit)
+            response.headers[f"x-ratelimit-remaining-{unit}"] = str(remaining)
+            response.headers[f"x-ratelimit-reset-{unit}"] = reset
+
+
+@app.get("/v1/usage")
+async def usage(
+    who: CurrentTenant,
+    start: Annotated[dt.date | None, Query(alias="from", description="first UTC day (default: today)")] = None,
+    end: Annotated[dt.date | None, Query(alias="to", description="last UTC day (default: today)")] = None,
+    group_by: Literal["model", "day"] = "model",
+) -> dict[str, Any]:
+    from agent_patterns.llm.usage import budget_now, check_range, report
+
+    first, last = check_range(start, end)
+    out = await report(who.id, first, last, group_by)
+    out["budget"] = await budget_now(who.id, llm_settings().llm_daily_token_budget)
+    return out
+
+
+@app.get("/v1/admin/tenants/{tenant_id}/limits")
+async def get_limits(tenant_id: str, operator: CurrentOperator) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from agent_patterns.llm.limits import get_overrides
+    from agent_patterns.llm.usage import budget_now
+
+    tid = validate_tenant_id(tenant_id)
+    return {
+        "tenant_id": tid,
+        "overrides": asdict(await get_overrides(tid)),
+        "effective": await budget_now(tid, llm_settings().llm_daily_token_budget),
+    }
+
+
+@app.put("/v1/admin/tenants/{tenant_id}/limits")
+async def put_limits(tenant_id: str, body: LimitsChange, operator: CurrentOperator) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from agent_patterns.llm.limits import set_overrides
+
+    tid = validate_tenant_id(tenant_id)
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    overrides = await set_overrides(tid, changes, updated_by=operator)
+    return {"tenant_id": tid, "overrides": asdict(overrides)}
+
+
 @app.post("/v1/llm/complete")
-async def complete(body: CompleteRequest, who: CurrentTenant) -> dict[str, Any]:
+async def complete(body: CompleteRequest, who: CurrentTenant, response: Response) -> dict[str, Any]:
     result = await call_llm(
         body.prompt,
         who.id,
@@ -36,6 +110,7 @@ async def complete(body: CompleteRequest, who: CurrentTenant) -> dict[str, Any]:
         temperature=body.temperature,
         system=body.system,
     )
+    _rate_headers(response, result.rate)
     return {
         "content": result.content,
         "tokens_used": result.tokens_used,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_patterns.config import CoreSettings, get_settings, value_or_secret
-from agent_patterns.errors import ConfigurationError, InvalidTenantError, UnauthorizedError
+from agent_patterns.errors import ConfigurationError, ForbiddenError, InvalidTenantError, UnauthorizedError
 
 TENANT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
 SCHEMA_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
@@ -92,6 +92,11 @@ def issue_token(tenant_id: str, *, ttl_seconds: int = 30 * 86_400, settings: Cor
     return sign({"sub": tid, "tenant_id": tid, "kind": "bearer"}, ttl_seconds=ttl_seconds, settings=settings)
 
 
+def issue_operator_token(name: str, *, ttl_seconds: int = 3600, settings: CoreSettings | None = None) -> str:
+    """A token for the operator (admin) routes on a local server: it names a person, not a tenant."""
+    return sign({"sub": name, "kind": "operator"}, ttl_seconds=ttl_seconds, settings=settings)
+
+
 def issue_stream_token(
     tenant_id: str, run_id: str, *, ttl_seconds: int | None = None, settings: CoreSettings | None = None
 ) -> str:
@@ -163,3 +168,35 @@ def tenant_from_request(
     if claims.get("kind") != "bearer" or "tenant_id" not in claims:
         raise UnauthorizedError("invalid token: not a bearer token")
     return tenant(str(claims["tenant_id"]))
+
+
+def _groups(value: Any) -> list[str]:
+    """A groups claim as API Gateway passes it: a list, or a string like "[ops admins]"."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    text = str(value or "").strip().strip("[]")
+    return [g for g in text.replace(",", " ").split() if g]
+
+
+def operator_from_request(
+    headers: Mapping[str, str], aws_event: Mapping[str, Any] | None, settings: CoreSettings | None = None
+) -> str:
+    """The operator making a request (their subject), or 401/403: tenant tokens are not enough.
+
+    On AWS the JWT's OPERATOR_CLAIM must list OPERATOR_GROUP; locally, an operator token
+    (`agent-patterns token --operator`)."""
+    settings = settings or get_settings()
+    if settings.effective_auth_mode == "apigateway":
+        claims = ((aws_event or {}).get("requestContext") or {}).get("authorizer", {}).get("jwt", {}).get("claims")
+        if not claims:
+            raise UnauthorizedError("no authenticated caller")
+        if settings.operator_group not in _groups(claims.get(settings.operator_claim)):
+            raise ForbiddenError(f"operators only: the caller is not in group {settings.operator_group!r}")
+        return str(claims.get("sub") or claims.get("username") or "operator")
+    token = bearer_token(headers)
+    if token is None:
+        raise UnauthorizedError("missing operator token: send 'Authorization: Bearer <token>'")
+    claims = verify(token, settings=settings)
+    if claims.get("kind") != "operator":
+        raise ForbiddenError("operators only: a tenant token cannot change limits (agent-patterns token --operator)")
+    return str(claims.get("sub") or "operator")

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent_patterns.config import get_settings, on_lambda
 from agent_patterns.errors import HTTP_ERROR_CODES, AgentPatternsError, BackendUnavailableError
 from agent_patterns.observability import logger
-from agent_patterns.tenancy import Tenant, tenant_from_request
+from agent_patterns.tenancy import Tenant, operator_from_request, tenant_from_request
 
 Backend = Literal["redis", "postgres"]
 HEALTH_TIMEOUT_S = 2.0
@@ -203,6 +203,13 @@ async def current_tenant(request: Request) -> Tenant:
 
 
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+
+
+async def current_operator(request: Request) -> str:
+    return operator_from_request(request.headers, request.scope.get("aws.event"))
+
+
+CurrentOperator = Annotated[str, Depends(current_operator)]
 
 
 def lambda_handler(app: FastAPI) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
