@@ -22,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     crawl.add_argument("--max-pages", type=int, default=None, help="1-100 (default 100)")
     crawl.add_argument("--follow", action="store_true", help="show live progress and a summary at the end")
     _api_options(crawl)
+    cancel = sub.add_parser("cancel", help="cancel a queued or running crawl (it ends as an error, reason cancelled)")
+    cancel.add_argument("run_id")
+    _api_options(cancel)
     ev = sub.add_parser("events", help="print a run's events as they happen, until it ends")
     ev.add_argument("run_id")
     _api_options(ev)
@@ -55,6 +58,18 @@ def _events(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"agent-patterns events: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from agent_patterns_dev.client import ApiError, cancel_crawl, resolve_token
+
+    try:
+        result = cancel_crawl(args.api, resolve_token(args.token, args.tenant), args.run_id)
+    except ApiError as exc:
+        print(f"agent-patterns cancel: {exc}", file=sys.stderr)
+        return 1
+    print(f"run {result['run_id']} {result['reason']} (status: {result['status']})")
     return 0
 
 
@@ -137,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return _events(args)
     if args.command == "crawl":
         return _crawl(args)
+    if args.command == "cancel":
+        return _cancel(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

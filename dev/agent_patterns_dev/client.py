@@ -127,3 +127,11 @@ def get_crawl(api: str, token: str | None, run_id: str) -> dict[str, Any]:
     _raise_for(response)
     result: dict[str, Any] = response.json()
     return result
+
+
+def cancel_crawl(api: str, token: str | None, run_id: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(f"{api}/v1/crawls/{run_id}/cancel", headers=headers, timeout=30)
+    _raise_for(response)
+    result: dict[str, Any] = response.json()
+    return result

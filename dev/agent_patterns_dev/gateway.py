@@ -20,6 +20,8 @@ FUNCTIONS = ("llm", "search", "crawl", "streaming")
 # (path prefix, function): first match wins; mirrors template.yaml's routes.
 ROUTES: tuple[tuple[str, str], ...] = (
     ("/v1/llm/", "llm"),
+    ("/v1/usage", "llm"),
+    ("/v1/admin/", "llm"),
     ("/v1/documents", "search"),
     ("/v1/search", "search"),
     ("/v1/crawls", "crawl"),
@@ -247,8 +249,9 @@ async def _mark_interrupted(messages: list[dict[str, Any]]) -> list[str]:
             record = await get_run(tenant_id, run_id)
             if record is not None and record.status not in TERMINAL_STATUSES:
                 payload = {"message": INTERRUPTED, "reason": "interrupted"}
-                await transition(tenant_id, run_id, "error", payload, error_message=INTERRUPTED)
-                marked.append(run_id)
+                # None: it ended meanwhile (a cancel, a reap): a terminal status is never overwritten
+                if await transition(tenant_id, run_id, "error", payload, error_message=INTERRUPTED) is not None:
+                    marked.append(run_id)
     finally:
         client = current_client()
         if client is not None:

@@ -1,4 +1,5 @@
-"""crawl API function: `POST /v1/crawls` starts a run, `GET /v1/crawls/{run_id}` reports it."""
+"""crawl API function: `POST /v1/crawls` starts a run, `GET /v1/crawls/{run_id}` reports it,
+`POST /v1/crawls/{run_id}/cancel` cancels it."""
 
 from typing import Any
 
@@ -7,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from agent_patterns import snapstart
 from agent_patterns.config import get_settings
-from agent_patterns.crawl.jobs import CrawlRequest, crawl_report, start_run
+from agent_patterns.crawl.jobs import CrawlRequest, cancel_run, crawl_report, start_run
 from agent_patterns.runs.records import parse_run_id
 from agent_patterns.tenancy import issue_stream_token
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
@@ -31,6 +32,11 @@ async def start_crawl(body: CrawlRequest, who: CurrentTenant, request: Request) 
 @app.get("/v1/crawls/{run_id}")
 async def get_crawl(run_id: str, who: CurrentTenant) -> dict[str, Any]:
     return await crawl_report(who.id, parse_run_id(run_id))
+
+
+@app.post("/v1/crawls/{run_id}/cancel")
+async def cancel_crawl(run_id: str, who: CurrentTenant) -> dict[str, Any]:
+    return await cancel_run(who.id, parse_run_id(run_id))
 
 
 # SnapStart (template.yaml: SnapStart on the published versions behind the `live` alias).

@@ -1,8 +1,9 @@
 """crawl worker (container image with Chromium): one crawl step per SQS message.
 
 Messages come from the crawl API (`{"kind": "crawl", ...}`), from the worker itself
-(continuations) and from EventBridge schedules (`{"kind": "schedule", ...}`). Failed records
-are reported individually (ReportBatchItemFailures); after 3 receives SQS moves them to the DLQ.
+(continuations) and from EventBridge schedules (`{"kind": "schedule", ...}`, and every minute
+`{"kind": "reap"}`, which ends runs whose worker died). Failed records are reported
+individually (ReportBatchItemFailures); after 3 receives SQS moves them to the DLQ.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
     message = json.loads(record.body)
     if not isinstance(message, dict):
         raise ValueError("a crawl job message is a JSON object")
-    if message.get("kind") == "schedule":  # each delivery of a schedule tick is one run, once
-        key = f"schedule:{record.message_id}"
+    if message.get("kind") in ("schedule", "reap"):  # each delivery of a tick runs once; every tick runs
+        key = f"{message['kind']}:{record.message_id}"
     else:
         key = f"crawl:{message.get('run_id')}:{message.get('step', 0)}"
     result: dict[str, Any] = run_job(job={"key": key, "message": message})

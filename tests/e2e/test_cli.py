@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent_patterns.runs import events
-from agent_patterns.tenancy import issue_stream_token
+from agent_patterns.tenancy import issue_stream_token, issue_token
 from agent_patterns_dev.gateway import load_function
 from tests.conftest import ROOT, LiveServer, python_subprocess_env
 
@@ -74,3 +74,34 @@ def test_events_reports_access_errors_clearly(server: LiveServer) -> None:
     )
     assert out.returncode == 1
     assert "HTTP 401: invalid token" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def crawl_api() -> Iterator[LiveServer]:
+    with LiveServer(load_function("crawl").app) as live:
+        yield live
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent_patterns_dev.cli", *args],
+        capture_output=True,
+        text=True,
+        env=python_subprocess_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+async def test_cancel_ends_a_run_and_says_so_and_refuses_an_ended_one(crawl_api: LiveServer) -> None:
+    run_id = await events.create_run("acme", "crawl", {"url": "https://example.com/", "max_pages": 1})
+    token = issue_token("acme")
+    out = await asyncio.to_thread(cli, "cancel", run_id, "--api", crawl_api.url, "--token", token)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"run {run_id} cancelled (status: error)\n"
+    assert [e.type for e in await events.replay(run_id)] == ["queued", "error"]
+    done = await events.create_run("acme", "crawl", {"url": "https://example.com/", "max_pages": 1})
+    await events.transition("acme", done, "complete", {"pages_crawled": 1}, result={"pages_crawled": 1})
+    out = await asyncio.to_thread(cli, "cancel", done, "--api", crawl_api.url, "--token", token)
+    assert out.returncode == 1
+    assert f"HTTP 409: run {done} has already ended: complete" in out.stderr

@@ -109,3 +109,15 @@ async def test_transition_updates_the_record_and_publishes_the_event() -> None:
     record = await get_run("acme", run)
     assert record is not None and record.status == "complete" and record.result == {"pages_crawled": 3}
     assert [e.type for e in await events.replay(run)] == ["queued", "running", "complete"]
+
+
+async def test_nothing_is_appended_after_a_terminal_event() -> None:
+    from agent_patterns.errors import RunEndedError
+
+    run = new_run()
+    await events.publish(run, "running", {"i": 1})
+    done = await events.publish(run, "error", {"message": "cancelled by the user"})
+    for late in ("running", "complete", "error"):  # a worker's progress racing a cancel, a second ending
+        with pytest.raises(RunEndedError, match="already ended"):
+            await events.publish(run, late, {})
+    assert [e.id for e in await events.replay(run)][-1] == done

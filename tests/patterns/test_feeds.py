@@ -88,3 +88,19 @@ async def test_a_failed_read_ends_every_stream_so_clients_resume_from_redis() ->
     finally:
         await get_redis().delete("not-a-stream")
     assert not any(run_id in feeds.active_feeds() for run_id in runs)
+
+
+async def test_a_followed_run_whose_worker_died_ends_with_an_error(
+    settings_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_env.setenv("RUN_QUEUED_LEASE_SECONDS", "1")  # queued, and no worker ever takes it
+    reset_settings()
+    monkeypatch.setattr(feeds, "REAP_EVERY_S", 0.2)
+    run_id = await events.create_run("acme", "crawl", {})
+    stream = feeds.subscribe(run_id)
+    got = []
+    async with asyncio.timeout(15):  # without the streaming side's sweep this waits forever
+        async for event in stream:
+            got.append(event)
+    assert [e.type for e in got] == ["queued", "error"]
+    assert got[-1].payload["reason"] == "abandoned"

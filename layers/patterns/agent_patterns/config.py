@@ -75,6 +75,12 @@ class CoreSettings(FunctionSettings):
     auth_secret: SecretStr | None = Field(None, description="HMAC key for local bearer tokens and stream tokens.")
     auth_secret_arn: str | None = Field(None, description="Secrets Manager ARN holding the HMAC key.")
     tenant_claim: str = Field("tenant_id", description="JWT claim naming the tenant (API Gateway authorizer).")
+    operator_claim: str = Field(
+        "cognito:groups", description="JWT claim listing the caller's groups (operator routes, API Gateway)."
+    )
+    operator_group: str = Field(
+        "agent-patterns-operators", description="Group in OPERATOR_CLAIM that may use the operator (admin) routes."
+    )
     jwt_issuer: str | None = Field(None, description="Identity provider whose JWTs the streaming function accepts.")
     jwt_audience: str | None = Field(None, description="Accepted JWT audience (comma-separated for several).")
     jwt_jwks_url: str | None = Field(None, description="JWKS URL; default `<JWT_ISSUER>/.well-known/jwks.json`.")
@@ -94,6 +100,19 @@ class CoreSettings(FunctionSettings):
     )
     run_events_maxlen: int = Field(10_000, ge=100, description="Events kept per run (older ones are trimmed).")
     run_events_ttl_seconds: int = Field(7 * 86_400, ge=60, description="How long a run's events are kept.")
+    run_lease_seconds: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        description="A running step's lease, renewed every third of it: a run not renewed this long is reaped as"
+        " `abandoned`.",
+    )
+    run_queued_lease_seconds: int = Field(
+        900,
+        ge=1,
+        le=7 * 86_400,
+        description="How long a queued run (or step) may wait for a worker before it is reaped as `abandoned`.",
+    )
     max_request_bytes: int = Field(
         6 * 2**20, ge=1024, description="Largest request body accepted (413 beyond); Lambda's own limit is 6 MB."
     )

@@ -48,6 +48,10 @@ class ConflictError(AgentPatternsError):
     code = "conflict"
 
 
+class RunEndedError(ConflictError):
+    """The run has already ended (`complete` or `error`): it cannot be moved, cancelled or given events."""
+
+
 class PayloadTooLargeError(AgentPatternsError):
     status_code = 413
     code = "payload_too_large"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent_patterns.config import get_settings
 
@@ -104,6 +104,26 @@ class tolerate_redis_outage:
 
         logger.warning(f"{self.what} skipped: Redis unavailable", extra={"error": str(exc)})
         return True
+
+
+class LuaScript:
+    """A Lua script run by its SHA (EVALSHA: a few bytes per call instead of the whole text),
+    loaded on first use and again after a Redis restart flushed the script cache."""
+
+    def __init__(self, text: str) -> None:
+        import hashlib
+
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[object]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        redis = get_redis()
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+        except NoScriptError:
+            return await redis.eval(self.text, len(keys), *keys, *args)  # type: ignore[arg-type]
 
 
 def reset_redis() -> None:

@@ -2,17 +2,21 @@
 
 One job message (SQS on AWS, in-process locally) is `{"kind": "crawl", "run_id", "tenant_id",
 "step"}`; an EventBridge schedule sends `{"kind": "schedule", "tenant_id", "url", "max_pages"}`
-and the run is created when it arrives. Each step runs at most once: a redelivered message
-finds the step's idempotency record, or a finished run, and does nothing.
+and the run is created when it arrives, and another sends `{"kind": "reap"}` every minute to end
+runs whose worker died (`runs.leases`). Each step runs at most once: a redelivered message
+finds the step's idempotency record, or a finished run, and does nothing. While a step runs
+its worker holds the run's lease; a cancelled or reaped run makes it stop and write nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
@@ -24,10 +28,15 @@ from agent_patterns.crawl.netguard import BlockedAddressError, EgressPolicy
 from agent_patterns.crawl.settings import crawl_settings
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import without_userinfo
-from agent_patterns.errors import BackendUnavailableError, NotFoundError, ValidationError
+from agent_patterns.errors import BackendUnavailableError, NotFoundError, RunEndedError, ValidationError
 from agent_patterns.runs import events
+from agent_patterns.runs.events import checkpoint_key
+from agent_patterns.runs.leases import Lease, reap_expired_runs, reap_if_expired
 from agent_patterns.runs.records import TERMINAL_STATUSES, get_run, parse_run_id
 from agent_patterns.tenancy import tenant, validate_tenant_id
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 CHECKPOINT_TTL_S = 6 * 3600
 KIND = "crawl"
@@ -167,13 +176,20 @@ def _auth_config(stored: dict[str, Any] | None) -> AuthConfig | None:
     )
 
 
-def checkpoint_key(run_id: str) -> str:
-    return f"run:{parse_run_id(run_id)}:checkpoint"
+class ReapMessage(BaseModel):
+    """`{"kind": "reap"}`, sent every minute by an EventBridge schedule: end abandoned runs."""
+
+    kind: Literal["reap"]
+    limit: int = Field(100, ge=1, le=1000)
 
 
 async def process_job(message: dict[str, Any], remaining_ms: Callable[[], int]) -> dict[str, Any]:
-    """Run one step of a crawl. Returns what happened; raises only for messages that can
-    never succeed (they go back to the queue and, after 3 receives, to the DLQ)."""
+    """Run one step of a crawl (or one sweep of the reaper). Returns what happened; raises only
+    for messages that can never succeed (they go back to the queue and, after 3 receives, to
+    the DLQ)."""
+    if message.get("kind") == "reap":
+        reap = ReapMessage.model_validate(message)
+        return {"outcome": "reaped", "run_ids": await reap_expired_runs(reap.limit)}
     job = JobMessage.model_validate(message)
     if job.kind == "schedule":
         if job.url is None:
@@ -192,72 +208,110 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
         raise NotFoundError(f"run {run_id} of tenant {tenant_id} does not exist")
     if record.status in TERMINAL_STATUSES:
         return {"run_id": run_id, "step": step, "outcome": f"already {record.status}"}
-    max_pages = int(record.request.get("max_pages", MAX_PAGES_LIMIT))
-    resume: dict[str, Any] | None = None
-    if step == 0:
-        if record.status == "queued":
-            await events.transition(
-                tenant_id, run_id, "running", {"url": None, "pages_crawled": 0, "max_pages": max_pages}
-            )
-    else:
-        raw = await get_redis().get(checkpoint_key(run_id))
-        if raw is None:
-            await _fail(tenant_id, run_id, "the crawl's saved state expired before it could continue")
-            return {"run_id": run_id, "step": step, "outcome": "error"}
-        resume = json.loads(raw)
+    cancelled = {"run_id": run_id, "step": step, "outcome": "cancelled"}
+    crawl: asyncio.Task[CrawlResult] | None = None
 
-    async def on_page(url: str, pages_crawled: int) -> None:
-        await events.publish(run_id, "running", {"url": url, "pages_crawled": pages_crawled, "max_pages": max_pages})
+    def stop_crawl() -> None:  # the lease is gone: the run was cancelled or reaped
+        if crawl is not None:
+            crawl.cancel()  # the engine closes its browser on the way out
 
-    settings = crawl_settings()
-    stop_at = time.monotonic() + remaining_ms() / 1000 - settings.crawl_invocation_margin_seconds
-    config = CrawlConfig(
-        url=str(record.request["url"]),
-        max_pages=max_pages,
-        auth_config=_auth_config(record.request.get("auth")),
-        http_credentials=_unsealed_http_credentials(record.request),
-        concurrency=settings.crawl_concurrency,
-        allowed_private_hosts=settings.crawl_allowed_private_hosts,
-        limits=settings.page_limits,
-        stop_at=stop_at,
-        resume_state=resume,
-        on_page=on_page,
-    )
-    result = await run_crawl(config)
-    if result.continuation is not None:
-        await get_redis().set(checkpoint_key(run_id), json.dumps(result.continuation), ex=CHECKPOINT_TTL_S)
-        await send_job(
-            crawl_settings().crawl_queue_url,
-            {"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": step + 1},
+    async with Lease(tenant_id, run_id, on_lost=stop_crawl) as lease:
+        if lease.lost:
+            return cancelled
+        max_pages = int(record.request.get("max_pages", MAX_PAGES_LIMIT))
+        resume: dict[str, Any] | None = None
+        if step == 0:
+            if record.status == "queued":
+                running = {"url": None, "pages_crawled": 0, "max_pages": max_pages}
+                if await events.transition(tenant_id, run_id, "running", running) is None:
+                    return cancelled  # ended since it was read
+        else:
+            raw = await get_redis().get(checkpoint_key(run_id))
+            if raw is None:
+                await _fail(tenant_id, run_id, "the crawl's saved state expired before it could continue")
+                return {"run_id": run_id, "step": step, "outcome": "error"}
+            resume = json.loads(raw)
+
+        async def on_page(url: str, pages_crawled: int) -> None:
+            progress = {"url": url, "pages_crawled": pages_crawled, "max_pages": max_pages}
+            with contextlib.suppress(RunEndedError):  # cancelled or reaped: the lease will stop the crawl
+                await events.publish(run_id, "running", progress)
+
+        settings = crawl_settings()
+        stop_at = time.monotonic() + remaining_ms() / 1000 - settings.crawl_invocation_margin_seconds
+        config = CrawlConfig(
+            url=str(record.request["url"]),
+            max_pages=max_pages,
+            auth_config=_auth_config(record.request.get("auth")),
+            http_credentials=_unsealed_http_credentials(record.request),
+            concurrency=settings.crawl_concurrency,
+            allowed_private_hosts=settings.crawl_allowed_private_hosts,
+            limits=settings.page_limits,
+            stop_at=stop_at,
+            resume_state=resume,
+            on_page=on_page,
         )
-        return {"run_id": run_id, "step": step, "outcome": "continued", "pages_crawled": result.pages_crawled}
-    if result.error_message is not None:
-        await _fail(tenant_id, run_id, result.error_message)
-        return {"run_id": run_id, "step": step, "outcome": "error"}
-    await _store_pages(tenant_id, run_id, result)
-    summary = result.summary()
-    stored = {
-        **summary,
-        "skipped": result.crawl_data["skipped"],
-        "blocked": result.crawl_data["blocked"],
-        "invocations": result.crawl_data["invocations"],
-        "elapsed_s": result.crawl_data["elapsed_s"],
-    }
-    if "stopped" in result.crawl_data:
-        stored["stopped"] = summary["stopped"] = result.crawl_data["stopped"]
-    if "truncated" in result.crawl_data:
-        stored["truncated"] = result.crawl_data["truncated"]
-    await events.transition(tenant_id, run_id, "complete", summary, result=stored)
-    await get_redis().delete(checkpoint_key(run_id))
-    return {"run_id": run_id, "step": step, "outcome": "complete", **summary}
+        # Its own task, so that losing the lease can cancel the crawl and nothing else.
+        crawl = asyncio.create_task(run_crawl(config))
+        try:
+            result = await crawl
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if lease.lost and (this is None or this.cancelling() == 0):
+                return cancelled  # our crawl was stopped, not this step (as the dev server's Ctrl-C does)
+            raise
+        if lease.lost:
+            return cancelled
+        if result.continuation is not None:
+            await get_redis().set(checkpoint_key(run_id), json.dumps(result.continuation), ex=CHECKPOINT_TTL_S)
+            if not await lease.requeue():  # ended while this step saved its state: no next step
+                await get_redis().delete(checkpoint_key(run_id))
+                return cancelled
+            await send_job(
+                crawl_settings().crawl_queue_url,
+                {"kind": "crawl", "run_id": run_id, "tenant_id": tenant_id, "step": step + 1},
+            )
+            return {"run_id": run_id, "step": step, "outcome": "continued", "pages_crawled": result.pages_crawled}
+        if result.error_message is not None:
+            if not await _fail(tenant_id, run_id, result.error_message):
+                return cancelled
+            return {"run_id": run_id, "step": step, "outcome": "error"}
+        summary = result.summary()
+        stored = {
+            **summary,
+            "skipped": result.crawl_data["skipped"],
+            "blocked": result.crawl_data["blocked"],
+            "invocations": result.crawl_data["invocations"],
+            "elapsed_s": result.crawl_data["elapsed_s"],
+        }
+        if "stopped" in result.crawl_data:
+            stored["stopped"] = summary["stopped"] = result.crawl_data["stopped"]
+        if "truncated" in result.crawl_data:
+            stored["truncated"] = result.crawl_data["truncated"]
+        await _ensure_crawl_schema(tenant_id)
+        store = _pages_writer(tenant_id, run_id, result)
+        if await events.transition(tenant_id, run_id, "complete", summary, result=stored, in_transaction=store) is None:
+            return cancelled  # ended by a cancel or a reap while finishing: no pages, no result
+        return {"run_id": run_id, "step": step, "outcome": "complete", **summary}
 
 
-async def _fail(tenant_id: str, run_id: str, message: str) -> None:
-    await events.transition(tenant_id, run_id, "error", {"message": message}, error_message=message)
-    await get_redis().delete(checkpoint_key(run_id))
+async def _fail(tenant_id: str, run_id: str, message: str) -> bool:
+    """End the run with an `error` event; False when it had already ended."""
+    event_id = await events.transition(tenant_id, run_id, "error", {"message": message}, error_message=message)
+    return event_id is not None
 
 
-async def _store_pages(tenant_id: str, run_id: str, result: CrawlResult) -> None:
+async def _ensure_crawl_schema(tenant_id: str) -> None:
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.crawl.schema import CRAWL
+
+    async with connection() as db:
+        await ensure_tenant_schema(db, tenant(tenant_id).schema, CRAWL)
+
+
+def _pages_writer(tenant_id: str, run_id: str, result: CrawlResult) -> Callable[[AsyncConnection], Awaitable[None]]:
+    """Writes the run's pages inside the transaction that marks it complete: a run has pages
+    exactly when it is complete."""
     from psycopg import sql
 
     schema = tenant(tenant_id).schema
@@ -275,12 +329,8 @@ async def _store_pages(tenant_id: str, run_id: str, result: CrawlResult) -> None
         )
         for i, p in enumerate(result.crawl_data["pages"])
     ]
-    from agent_patterns.backends.migrations import ensure_tenant_schema
-    from agent_patterns.crawl.schema import CRAWL
 
-    async with connection() as db:
-        await ensure_tenant_schema(db, schema, CRAWL)
-    async with connection() as db, db.transaction():
+    async def write(db: AsyncConnection) -> None:
         await db.execute(
             sql.SQL("DELETE FROM {}.crawl_pages WHERE run_id = %s").format(sql.Identifier(schema)), (run_id,)
         )
@@ -293,12 +343,40 @@ async def _store_pages(tenant_id: str, run_id: str, result: CrawlResult) -> None
                 rows,
             )
 
+    return write
+
+
+CANCELLED = "cancelled by the user"
+
+
+async def cancel_run(tenant_id: str, run_id: str) -> dict[str, Any]:
+    """Cancel a queued or running crawl: it ends as `error` (reason `cancelled`) at once, and its
+    worker, finding the lease gone at its next renewal (within a third of RUN_LEASE_SECONDS),
+    stops the crawl and writes nothing. Cancelling a cancelled run answers the same; cancelling
+    a run that ended otherwise is a 409 saying how it ended."""
+    record = await get_run(tenant_id, run_id)
+    if record is None or record.kind != KIND:
+        raise NotFoundError(f"crawl run {run_id} not found")
+    answer = {"run_id": record.run_id, "status": "error", "reason": "cancelled"}
+    if record.status not in TERMINAL_STATUSES:
+        payload = {"message": CANCELLED, "reason": "cancelled"}
+        if await events.transition(tenant_id, run_id, "error", payload, error_message=CANCELLED) is not None:
+            return answer
+        record = await get_run(tenant_id, run_id) or record  # it ended meanwhile: say how
+    if record.status == "error" and record.error_message == CANCELLED:
+        return answer
+    how = f"error ({record.error_message})" if record.status == "error" and record.error_message else record.status
+    raise RunEndedError(f"run {record.run_id} has already ended: {how}")
+
 
 async def crawl_report(tenant_id: str, run_id: str) -> dict[str, Any]:
-    """A run's status, request (without secrets), result and pages, for GET /v1/crawls/{id}."""
+    """A run's status, request (without secrets), result and pages, for GET /v1/crawls/{id}.
+
+    A run whose lease has expired is reaped first, so a poller sees `error` (abandoned) at once."""
     from psycopg import sql
     from psycopg.rows import dict_row
 
+    await reap_if_expired(tenant_id, run_id)  # a dead worker's run reads as ended without waiting for a sweep
     record = await get_run(tenant_id, run_id)
     if record is None or record.kind != KIND:
         raise NotFoundError(f"crawl run {run_id} not found")

@@ -7,7 +7,9 @@ never passes a budget however many calls run at once. Every step names the reser
 script that redis-py retries after a lost reply finds its own work done and does nothing, so
 no retry counts anything twice. Each reservation carries a lease (the call's deadline plus a
 margin); the next reservation of the tenant reaps expired ones, so a killed call frees its
-tokens within the lease. The counters are a cache of the Postgres ledger (`llm.ledger`): a
+tokens within the lease. Reaping turns each expired reservation into its ledger row's usage
+(its call settled but Redis missed it) or frees it, in one script, so the room it held is never
+free while its usage is still uncounted. The counters are a cache of the Postgres ledger (`llm.ledger`): a
 counter Redis lost (restart, eviction, failover) is rebuilt from the ledger before anything is
 granted, and a reaped reservation whose call did settle in the ledger is applied then.
 """
@@ -21,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent_patterns.backends import get_redis
+from agent_patterns.backends.redis import LuaScript
 
 MESSAGE_OVERHEAD_TOKENS = 16
 SETTLED_KEPT_S = 3 * 86_400  # how long a settled id is remembered (retries come within seconds)
 RATE_WINDOW_S = 60
+REAP_CLAIM_S = 5  # an expired reservation being reaped is hidden this long (then reaped again)
 
 _RELEASE_FN = """
 local function free(prefix, rid, res_key, lease_key)
@@ -46,8 +50,10 @@ end
 
 # KEYS: day counter, month counter, reservations, leases, settled, rate window
 # ARGV: id, now, deadline, tokens, nanousd, day tokens, day nanousd, month tokens, month nanousd,
-#       rpm, tpm, day expire-at, month expire-at, key prefix, day, month, minute
-RESERVE = (
+#       rpm, tpm, day expire-at, month expire-at, key prefix, day, month, minute, reap ('1': stop
+#       and claim the expired reservations, so each is settled or freed atomically first; '2': the
+#       claim is done; '0': leave them held, the ledger cannot be read)
+RESERVE = LuaScript(
     _RELEASE_FN
     + """
 local id = ARGV[1]
@@ -59,8 +65,27 @@ local missing = {}
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then missing[#missing + 1] = 'day' end
 if redis.call('HEXISTS', KEYS[2], 'seeded') == 0 then missing[#missing + 1] = 'month' end
 if #missing > 0 then return {2, 'seed', missing} end
-local reaped = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-for _, rid in ipairs(reaped) do free(ARGV[14], rid, KEYS[3], KEYS[4]) end
+local reaped = {}
+local claim = ARGV[14] .. 'claimed:' .. id
+if ARGV[18] == '2' then redis.call('DEL', claim) end  -- this caller settled or freed its claim
+if ARGV[18] ~= '0' then
+  if redis.call('EXISTS', claim) == 1 then return {4, 'reap', redis.call('SMEMBERS', claim)} end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+  if #expired > 0 then
+    -- claimed by this caller (also across a retry of this script): hidden from other callers
+    -- until it settles or frees them, or for REAP_CLAIM_S if it dies first
+    for _, rid in ipairs(expired) do
+      redis.call('ZADD', KEYS[4], now + """
+    + str(REAP_CLAIM_S)
+    + """, rid)
+      redis.call('SADD', claim, rid)
+    end
+    redis.call('EXPIRE', claim, """
+    + str(REAP_CLAIM_S)
+    + """)
+    return {4, 'reap', expired}
+  end
+end
 local tokens = tonumber(ARGV[4])
 local rpm = tonumber(ARGV[10])
 local tpm = tonumber(ARGV[11])
@@ -100,8 +125,9 @@ return {1, 'ok', reaped, rpm, rpm - req - 1, tpm, tpm - tok - tokens}
 )
 
 # KEYS: reservations, leases, settled, day counter, month counter, outbox
-# ARGV: id, tokens, nanousd, now, key prefix, outbox row ('' for none)
-SETTLE = (
+# ARGV: id, tokens, nanousd, now, key prefix, outbox row ('' for none), mark settled ('0': a reaped
+#       reservation with no ledger row is freed, and its call may still settle if it is alive)
+SETTLE = LuaScript(
     _RELEASE_FN
     + """
 local id = ARGV[1]
@@ -121,6 +147,7 @@ if tonumber(ARGV[2]) > 0 or tonumber(ARGV[3]) > 0 then
     end
   end
 end
+if ARGV[7] == '0' then return {1, 0} end
 redis.call('ZADD', KEYS[3], now, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - """
     + str(SETTLED_KEPT_S)
@@ -133,7 +160,7 @@ return {1, redis.call('LLEN', KEYS[6])}
 # KEYS: day counter, month counter, settled, reservations
 # ARGV: day tokens, day nanousd, month tokens, month nanousd, day expire-at, month expire-at, now,
 #       day, month, ids already counted in the sums...
-SEED = """
+SEED = LuaScript("""
 local seeded = 0
 local function held(field_index, value)
   local t, u = 0, 0
@@ -160,7 +187,7 @@ if seeded == 1 then
   for i = 10, #ARGV do redis.call('ZADD', KEYS[3], ARGV[7], ARGV[i]) end
 end
 return seeded
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -291,7 +318,8 @@ async def reserve(
     from agent_patterns.llm import ledger
 
     rid = reservation_id or str(uuid.uuid4())
-    for _ in range(3):
+    reap = "1"
+    for _ in range(5):
         now = time.time()
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         minute = int(now // RATE_WINDOW_S)
@@ -299,35 +327,36 @@ async def reserve(
         day_expire, month_expire = _expire_at(today)
         keys = [day_key(tenant_id, today), month_key(tenant_id, today), p + "res", p + "lease", p + "settled"]
         keys.append(f"{p}rate:{minute}")
-        reply: list[Any] = await get_redis().eval(
-            RESERVE,
-            len(keys),
-            *keys,
-            rid,
-            repr(now),
-            repr(now + lease_seconds),
-            tokens,
-            nanousd,
-            limits.daily_tokens,
-            limits.daily_nanousd,
-            limits.monthly_tokens,
-            limits.monthly_nanousd,
-            limits.requests_per_minute,
-            limits.tokens_per_minute,
-            day_expire,
-            month_expire,
-            p,
-            today.isoformat(),
-            f"{today:%Y-%m}",
-            minute,
+        reply: list[Any] = await RESERVE(
+            keys,
+            [
+                rid,
+                repr(now),
+                repr(now + lease_seconds),
+                tokens,
+                nanousd,
+                limits.daily_tokens,
+                limits.daily_nanousd,
+                limits.monthly_tokens,
+                limits.monthly_nanousd,
+                limits.requests_per_minute,
+                limits.tokens_per_minute,
+                day_expire,
+                month_expire,
+                p,
+                today.isoformat(),
+                f"{today:%Y-%m}",
+                minute,
+                reap,
+            ],
         )
         status, what = int(reply[0]), _s(reply[1])
         if status == 2:
             await seed(tenant_id, today, await ledger.seed_sums(tenant_id, today, lease_seconds))
             continue
-        reaped = [_s(r) for r in reply[2]]
-        if reaped:
-            await ledger.apply_reaped(tenant_id, reaped)
+        if status == 4:  # expired reservations first: each is settled from the ledger or freed
+            reap = "2" if await ledger.apply_reaped(tenant_id, [_s(r) for r in reply[2]]) else "0"
+            continue
         if status == 1:
             rate = None
             if what == "ok" and (int(reply[3]) or int(reply[5])):
@@ -350,32 +379,41 @@ async def seed(tenant_id: str, day: dt.date, sums: SeedSums) -> bool:
     p = prefix(tenant_id)
     day_expire, month_expire = _expire_at(day)
     keys = [day_key(tenant_id, day), month_key(tenant_id, day), p + "settled", p + "res"]
-    done = await get_redis().eval(
-        SEED,
-        len(keys),
-        *keys,
-        sums.day_tokens,
-        sums.day_nanousd,
-        sums.month_tokens,
-        sums.month_nanousd,
-        day_expire,
-        month_expire,
-        repr(time.time()),
-        day.isoformat(),
-        f"{day:%Y-%m}",
-        *sums.recent_ids,
+    done = await SEED(
+        keys,
+        [
+            sums.day_tokens,
+            sums.day_nanousd,
+            sums.month_tokens,
+            sums.month_nanousd,
+            day_expire,
+            month_expire,
+            repr(time.time()),
+            day.isoformat(),
+            f"{day:%Y-%m}",
+            *sums.recent_ids,
+        ],
     )
     return bool(int(done))
 
 
-async def settle(tenant_id: str, reservation_id: str, day: dt.date, tokens: int, nanousd: int, outbox: str = "") -> int:
+async def settle(
+    tenant_id: str,
+    reservation_id: str,
+    day: dt.date,
+    tokens: int,
+    nanousd: int,
+    outbox: str = "",
+    *,
+    mark: bool = True,
+) -> int:
     """Turn a reservation into usage (idempotent by id; also for a reservation already reaped);
-    `outbox` is a ledger row Postgres could not take. Returns the outbox length."""
+    `outbox` is a ledger row Postgres could not take; `mark=False` frees a reaped reservation
+    without closing it. Returns the outbox length."""
     p = prefix(tenant_id)
     keys = [p + "res", p + "lease", p + "settled", day_key(tenant_id, day), month_key(tenant_id, day), OUTBOX_KEY]
-    reply: list[Any] = await get_redis().eval(
-        SETTLE, len(keys), *keys, reservation_id, tokens, nanousd, repr(time.time()), p, outbox
-    )
+    args = [reservation_id, tokens, nanousd, repr(time.time()), p, outbox, "1" if mark else "0"]
+    reply: list[Any] = await SETTLE(keys, args)
     return int(reply[1])
 
 

@@ -147,9 +147,10 @@ async def seed_sums(tenant_id: str, day: dt.date, lease_seconds: float) -> SeedS
     return SeedSums(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4]))
 
 
-async def apply_reaped(tenant_id: str, reservation_ids: list[str]) -> None:
-    """Reservations reaped after their lease: those whose call did settle in the ledger (its
-    Redis settlement was lost) now count; the others were freed (the call died unsettled)."""
+async def apply_reaped(tenant_id: str, reservation_ids: list[str]) -> bool:
+    """Expired reservations: those whose call settled in the ledger (its Redis settlement was
+    lost) now count as that usage; the others are freed (the call died unsettled). False when
+    the ledger cannot be read: they stay held (never freed while their usage may be uncounted)."""
     from agent_patterns.llm import budget
 
     try:
@@ -160,11 +161,17 @@ async def apply_reaped(tenant_id: str, reservation_ids: list[str]) -> None:
                 " WHERE tenant_id = %s AND reservation_id = ANY(%s::uuid[])",
                 (tenant_id, reservation_ids),
             )
-            rows = await cur.fetchall()
-    except Exception:  # the reaped ids are gone from Redis: the ledger keeps the truth, log the gap
-        logger.exception("reaped reservations could not be checked against the ledger", extra={"ids": reservation_ids})
-        return
-    for rid, day, tokens, nanousd in rows:
-        await budget.settle(tenant_id, rid, day, int(tokens), int(nanousd))
+            rows = {str(r[0]): r for r in await cur.fetchall()}
+    except Exception:
+        logger.warning("expired reservations kept: the usage ledger is unreachable", exc_info=True)
+        return False
+    today = dt.datetime.now(dt.UTC).date()
+    for rid in reservation_ids:
+        row = rows.get(rid)
+        if row is None:
+            await budget.settle(tenant_id, rid, today, 0, 0, mark=False)
+        else:
+            await budget.settle(tenant_id, rid, row[1], int(row[2]), int(row[3]))
     if rows:
-        logger.warning("settlements lost in Redis applied from the ledger", extra={"count": len(rows)})
+        logger.warning("settlements Redis missed applied from the ledger", extra={"count": len(rows)})
+    return True

@@ -7,16 +7,19 @@ capped (MAXLEN ~) and expire, so an abandoned run cannot grow Redis without boun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_patterns.backends import get_redis
+from agent_patterns.backends import connection, get_redis
+from agent_patterns.backends.redis import LuaScript
 from agent_patterns.config import get_settings
-from agent_patterns.errors import BadRequestError, ValidationError
+from agent_patterns.errors import BadRequestError, RunEndedError, ValidationError
+from agent_patterns.runs import leases
 from agent_patterns.runs.records import (
     RUN_STATUSES,
     TERMINAL_STATUSES,
@@ -26,6 +29,9 @@ from agent_patterns.runs.records import (
     parse_run_id,
     update_run,
 )
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 PUBLISHED_TYPES = frozenset(RUN_STATUSES)  # a run event is a status change; heartbeats are SSE-only
 TERMINAL_TYPES = TERMINAL_STATUSES
@@ -60,6 +66,11 @@ def meta_key(run_id: str) -> str:
     return f"run:{parse_run_id(run_id)}:meta"
 
 
+def checkpoint_key(run_id: str) -> str:
+    """A run's saved state between the steps of a continued run (the crawl's frontier)."""
+    return f"run:{parse_run_id(run_id)}:checkpoint"
+
+
 def event_of(run_id: str, event_id: str, fields: dict[str, str]) -> RunEvent:
     """The event a stream entry holds."""
     return RunEvent(event_id, fields.get("type", ""), run_id, json.loads(fields.get("payload") or "{}"))
@@ -78,18 +89,47 @@ def check_event_id(event_id: str) -> str:
     return event_id
 
 
+# Append an event unless the stream already ends with a terminal one: a worker's progress report
+# racing a cancel or a reap never lands after the run's last event (streams end at a terminal
+# event, and a reconnecting client is told the run is over by looking at the last one).
+# KEYS: stream, meta; ARGV: maxlen, ttl, type, payload, then the terminal types.
+_PUBLISH = LuaScript("""
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if last then
+  local fields = last[2]
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'type' then
+      for j = 5, #ARGV do
+        if fields[i + 1] == ARGV[j] then return false end
+      end
+    end
+  end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[3], 'payload', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return id
+""")
+
+
 async def publish(run_id: str, type: str, payload: dict[str, Any] | None = None) -> str:
-    """Append an event to the run's stream; returns its event id."""
+    """Append an event to the run's stream; returns its event id. RunEndedError when the stream
+    has already ended: after `complete` or `error` nothing more is appended."""
     if type not in PUBLISHED_TYPES:
         raise ValidationError(f"invalid event type {type!r}: one of {', '.join(sorted(PUBLISHED_TYPES))}")
     settings = get_settings()
-    key = stream_key(run_id)
-    fields = {"type": type, "payload": json.dumps(payload or {}, separators=(",", ":"))}
-    async with get_redis().pipeline(transaction=True) as pipe:
-        pipe.xadd(key, fields, maxlen=settings.run_events_maxlen, approximate=True)  # type: ignore[arg-type]
-        pipe.expire(key, settings.run_events_ttl_seconds)
-        pipe.expire(meta_key(run_id), settings.run_events_ttl_seconds)
-        event_id, *_ = await pipe.execute()
+    event_id = await _PUBLISH(
+        [stream_key(run_id), meta_key(run_id)],
+        [
+            settings.run_events_maxlen,
+            settings.run_events_ttl_seconds,
+            type,
+            json.dumps(payload or {}, separators=(",", ":")),
+            *sorted(TERMINAL_TYPES),
+        ],
+    )
+    if event_id is None:
+        raise RunEndedError(f"run {parse_run_id(run_id)} has already ended: no {type} event after its last one")
     return str(event_id)
 
 
@@ -128,13 +168,17 @@ async def follow(run_id: str, after: str | None = None, *, block_ms: int = 1000)
 
 
 async def create_run(tenant_id: str, kind: str, request: dict[str, Any] | None = None) -> str:
-    """Record a queued run (Postgres), note its owner (Redis), publish `queued`; returns run_id."""
+    """Record a queued run (Postgres), note its owner (Redis), publish `queued`, and give it
+    RUN_QUEUED_LEASE_SECONDS to be picked up by a worker (`runs.leases`); returns run_id."""
     run_id = await insert_run(tenant_id, kind, request)
     try:
         await get_redis().hset(meta_key(run_id), mapping={"tenant_id": tenant_id, "kind": kind})
+        await leases.open_lease(tenant_id, run_id, get_settings().run_queued_lease_seconds)
         await publish(run_id, "queued", {"kind": kind})  # also sets the TTL of the stream and the meta key
     except BaseException:
         await delete_run(tenant_id, run_id)  # no run without its event log: no orphan left `queued`
+        with contextlib.suppress(Exception):
+            await leases.release_lease(tenant_id, run_id)
         raise
     return run_id
 
@@ -153,7 +197,28 @@ async def transition(
     *,
     result: dict[str, Any] | None = None,
     error_message: str | None = None,
-) -> str:
-    """Move a run to `status` in Postgres and publish the matching event; returns the event id."""
-    await update_run(tenant_id, run_id, status, result=result, error_message=error_message)
-    return await publish(run_id, status, payload)
+    in_transaction: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+) -> str | None:
+    """Move a run to `status` in Postgres, then publish the matching event; returns the event id.
+
+    Returns None, and publishes nothing, when the run had already ended (`complete` or `error`
+    are final: a worker finishing after a cancel or a reap changes nothing). `in_transaction`
+    runs in the status change's transaction, only when the status changes (a crawl's pages
+    commit with `complete`). A terminal status also drops the run's lease and checkpoint."""
+    if in_transaction is None:
+        changed = await update_run(tenant_id, run_id, status, result=result, error_message=error_message)
+    else:
+        async with connection() as db, db.transaction():
+            changed = await update_run(tenant_id, run_id, status, result=result, error_message=error_message, db=db)
+            if changed:
+                await in_transaction(db)
+    event_id = None
+    if changed:
+        with contextlib.suppress(RunEndedError):  # only a stream someone else ended (never by transition)
+            event_id = await publish(run_id, status, payload)
+    if status in TERMINAL_STATUSES:  # ended now or before: nothing is left to lease or resume
+        async with get_redis().pipeline(transaction=False) as pipe:
+            pipe.zrem(leases.LEASES_KEY, leases.lease_member(tenant_id, run_id))
+            pipe.delete(checkpoint_key(run_id))
+            await pipe.execute()
+    return event_id

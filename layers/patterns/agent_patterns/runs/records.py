@@ -10,11 +10,14 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent_patterns.backends import connection
 from agent_patterns.errors import ValidationError
 from agent_patterns.tenancy import tenant
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 RunStatus = Literal["queued", "running", "complete", "error"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "complete", "error")
@@ -80,28 +83,53 @@ async def update_run(
     *,
     result: dict[str, Any] | None = None,
     error_message: str | None = None,
-) -> None:
+    db: AsyncConnection | None = None,
+) -> bool:
+    """Move a run to `status`; False (nothing changed) when it has already ended.
+
+    A terminal status is final: a worker finishing after its run was cancelled or reaped must
+    not turn `error` into `complete`. `db` is the caller's connection, for a status change that
+    must commit together with other rows (a crawl's pages)."""
     if status not in RUN_STATUSES:
         raise ValidationError(f"invalid run status {status!r}: one of {', '.join(RUN_STATUSES)}")
+    if db is None:
+        async with connection() as own:
+            return await _update_run(own, tenant_id, run_id, status, result, error_message)
+    return await _update_run(db, tenant_id, run_id, status, result, error_message)
+
+
+async def _update_run(
+    db: AsyncConnection,
+    tenant_id: str,
+    run_id: str,
+    status: RunStatus,
+    result: dict[str, Any] | None,
+    error_message: str | None,
+) -> bool:
     from psycopg import sql
 
     from agent_patterns.backends.migrations import ensure_tenant_schema
     from agent_patterns.runs.schema import RUNS
 
     t = tenant(tenant_id)
-    async with connection() as db:
-        await ensure_tenant_schema(db, t.schema, RUNS)
-        cur = await db.execute(
-            sql.SQL(
-                "UPDATE {}.runs SET status = %s, result = COALESCE(%s, result),"
-                " error_message = COALESCE(%s, error_message), updated_at = now() WHERE run_id = %s"
-            ).format(sql.Identifier(t.schema)),
-            (status, None if result is None else json.dumps(result), error_message, parse_run_id(run_id)),
-        )
-        if cur.rowcount == 0:
-            from agent_patterns.errors import NotFoundError
+    rid = parse_run_id(run_id)
+    await ensure_tenant_schema(db, t.schema, RUNS)
+    cur = await db.execute(
+        sql.SQL(
+            "UPDATE {}.runs SET status = %s, result = COALESCE(%s, result),"
+            " error_message = COALESCE(%s, error_message), updated_at = now()"
+            " WHERE run_id = %s AND status <> ALL(%s)"
+        ).format(sql.Identifier(t.schema)),
+        (status, None if result is None else json.dumps(result), error_message, rid, sorted(TERMINAL_STATUSES)),
+    )
+    if cur.rowcount:
+        return True
+    cur = await db.execute(sql.SQL("SELECT 1 FROM {}.runs WHERE run_id = %s").format(sql.Identifier(t.schema)), (rid,))
+    if await cur.fetchone() is None:
+        from agent_patterns.errors import NotFoundError
 
-            raise NotFoundError(f"run {run_id} not found")
+        raise NotFoundError(f"run {run_id} not found")
+    return False  # it exists and has ended: a terminal status is never overwritten
 
 
 async def get_run(tenant_id: str, run_id: str) -> RunRecord | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 import weakref
 from typing import Any
@@ -22,6 +23,7 @@ from agent_patterns.runs.events import RunEvent, event_of, replay, stream_key
 from agent_patterns.runs.records import parse_run_id
 
 FEED_BLOCK_MS = 2000
+REAP_EVERY_S = 15.0  # how often a process that follows runs sweeps for abandoned ones
 FEED_COUNT = 500  # events per stream per read
 SUBSCRIBER_QUEUE_SIZE = 2000
 WAKE_TTL_S = 600
@@ -101,6 +103,7 @@ class _Hub:
     """All feeds of one event loop and the single task that reads them."""
 
     def __init__(self) -> None:
+        self.next_sweep = 0.0
         self.feeds: dict[str, _Feed] = {}
         self.wake_key = f"runs:wake:{uuid.uuid4().hex}"
         self.wake_cursor = "0-0"
@@ -145,6 +148,9 @@ class _Hub:
                 active = [f for f in self.feeds.values() if f.cursor is not None and not f.finished]
                 if not active:
                     return
+                if time.monotonic() >= self.next_sweep:
+                    self.next_sweep = time.monotonic() + REAP_EVERY_S
+                    asyncio.create_task(_sweep(), name="run-reaper")  # noqa: RUF006 (it logs its own failure)
                 streams: dict[Any, Any] = {f.key: f.cursor for f in active}
                 streams[self.wake_key] = self.wake_cursor
                 self.blocked = True
@@ -183,6 +189,16 @@ class _Hub:
         from agent_patterns.observability import logger
 
         logger.exception(message, extra={"run_id": run_id})
+
+
+async def _sweep() -> None:
+    """Runs whose worker died end with an `error` event: their followers here stop waiting."""
+    from agent_patterns.runs.leases import reap_expired_runs
+
+    try:
+        await reap_expired_runs()
+    except Exception:
+        _Hub.log_failure("sweep for abandoned runs failed", None)
 
 
 _HUBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = weakref.WeakKeyDictionary()
