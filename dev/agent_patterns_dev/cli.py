@@ -14,8 +14,10 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="serve all four functions locally on one port")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
-    token = sub.add_parser("token", help="print a bearer token for a tenant on the local server")
-    token.add_argument("--tenant", required=True, help="tenant id: a-z, 0-9 and _, starting with a letter")
+    token = sub.add_parser("token", help="print a bearer token for a tenant (or an operator) on the local server")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="tenant id: a-z, 0-9 and _, starting with a letter")
+    who.add_argument("--operator", metavar="NAME", help="an operator token (limits routes), naming who you are")
     token.add_argument("--ttl", type=int, default=30 * 86_400, help="lifetime in seconds (default 30 days)")
     crawl = sub.add_parser("crawl", help="start a crawl; --follow shows its progress live")
     crawl.add_argument("url")
@@ -25,12 +27,104 @@ def _parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a queued or running crawl (it ends as an error, reason cancelled)")
     cancel.add_argument("run_id")
     _api_options(cancel)
+    usage = sub.add_parser("usage", help="the tenant's LLM usage from the ledger, and its budget now")
+    usage.add_argument("--from", dest="start", help="first UTC day, YYYY-MM-DD (default: today)")
+    usage.add_argument("--to", dest="end", help="last UTC day, YYYY-MM-DD (default: today)")
+    usage.add_argument("--group-by", choices=("model", "day"), default="model")
+    usage.add_argument("--json", action="store_true", help="the API's JSON as is")
+    _api_options(usage)
+    lim = sub.add_parser("limits", help="show or change a tenant's budgets and rates (operators)")
+    lim_sub = lim.add_subparsers(dest="action", required=True)
+    show = lim_sub.add_parser("show", help="a tenant's overrides and the limits in force")
+    show.add_argument("tenant_id")
+    change = lim_sub.add_parser("set", help="change overrides; 'none' clears one back to the default")
+    change.add_argument("tenant_id")
+    for name in LIMIT_NAMES:
+        change.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="N|none")
+    for p in (show, change):
+        p.add_argument("--api", default=dev_settings().api, help="API base URL (default: the local dev server)")
+        p.add_argument("--token", help="operator token (default: AGENT_PATTERNS_TOKEN, or minted locally)")
     ev = sub.add_parser("events", help="print a run's events as they happen, until it ends")
     ev.add_argument("run_id")
     _api_options(ev)
     ev.add_argument("--after", help="start after this event id")
     ev.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+LIMIT_NAMES = (
+    "daily_tokens",
+    "daily_usd",
+    "monthly_tokens",
+    "monthly_usd",
+    "requests_per_minute",
+    "tokens_per_minute",
+)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    )
+
+
+def _usage(args: argparse.Namespace) -> int:
+    import json
+
+    from agent_patterns_dev.client import ApiError, get_usage, resolve_token
+
+    params = {"group_by": args.group_by, **{k: v for k, v in (("from", args.start), ("to", args.end)) if v}}
+    try:
+        data = get_usage(args.api, resolve_token(args.token, args.tenant), params)
+    except ApiError as exc:
+        print(f"agent-patterns usage: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    head = [args.group_by, "calls", "cache hits", "input", "output", "cached", "tokens", "cost USD"]
+    rows = [head]
+    for g in [*data["groups"], {args.group_by: "total", **data["totals"]}]:
+        rows.append(
+            [str(g[args.group_by])]
+            + [str(g[k]) for k in ("calls", "cache_hits", "input_tokens", "output_tokens", "cached_input_tokens")]
+            + [str(g["tokens"]), f"{g['cost_usd']:.6f}"]
+        )
+    print(f"usage {data['from']} .. {data['to']}")
+    print(_table(rows))
+    b = data["budget"]
+    left = "no limit" if b["remaining_tokens"] is None else f"{b['remaining_tokens']} tokens left"
+    usd = "" if b["remaining_usd"] is None else f", ${b['remaining_usd']:.6f} left"
+    print(f"today: {b['used_tokens']} tokens used, {b['reserved_tokens']} reserved by calls in flight, {left}{usd}")
+    return 0
+
+
+def _limits(args: argparse.Namespace) -> int:
+    import json
+
+    from agent_patterns_dev.client import ApiError, get_limits, operator_token, set_limits
+
+    token = operator_token(args.token)
+    try:
+        if args.action == "show":
+            data = get_limits(args.api, token, args.tenant_id)
+        else:
+            changes: dict[str, object] = {}
+            for name in LIMIT_NAMES:
+                value = getattr(args, name)
+                if value is not None:
+                    changes[name] = None if value.lower() == "none" else value
+            if not changes:
+                print("agent-patterns limits set: name at least one limit, e.g. --daily-usd 5", file=sys.stderr)
+                return 2
+            data = set_limits(args.api, token, args.tenant_id, changes)
+    except ApiError as exc:
+        print(f"agent-patterns limits: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2))
+    return 0
 
 
 def _api_options(p: argparse.ArgumentParser) -> None:
@@ -143,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         export_auth_secret(dev_settings().data_dir)
 
         try:
-            print(issue_token(args.tenant, ttl_seconds=args.ttl))
+            if args.operator:
+                from agent_patterns.tenancy import issue_operator_token
+
+                print(issue_operator_token(args.operator, ttl_seconds=args.ttl))
+            else:
+                print(issue_token(args.tenant, ttl_seconds=args.ttl))
         except AgentPatternsError as exc:
             print(f"agent-patterns token: {exc.message}", file=sys.stderr)
             return 2
@@ -154,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         return _crawl(args)
     if args.command == "cancel":
         return _cancel(args)
+    if args.command == "usage":
+        return _usage(args)
+    if args.command == "limits":
+        return _limits(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -135,3 +135,41 @@ def cancel_crawl(api: str, token: str | None, run_id: str) -> dict[str, Any]:
     _raise_for(response)
     result: dict[str, Any] = response.json()
     return result
+
+
+def _get(api: str, token: str | None, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(f"{api}{path}", headers=headers, params=params, timeout=30)
+    _raise_for(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def get_usage(api: str, token: str | None, params: dict[str, str]) -> dict[str, Any]:
+    return _get(api, token, "/v1/usage", params)
+
+
+def get_limits(api: str, token: str | None, tenant_id: str) -> dict[str, Any]:
+    return _get(api, token, f"/v1/admin/tenants/{tenant_id}/limits")
+
+
+def set_limits(api: str, token: str | None, tenant_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.put(f"{api}/v1/admin/tenants/{tenant_id}/limits", headers=headers, json=changes, timeout=30)
+    _raise_for(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def operator_token(token: str | None) -> str | None:
+    """An explicit token, AGENT_PATTERNS_TOKEN, or (local server only) an operator token."""
+    if token:
+        return token
+    settings = dev_settings()
+    if settings.token is not None:
+        return settings.token.get_secret_value()
+    from agent_patterns.tenancy import issue_operator_token
+    from agent_patterns_dev.environment import export_auth_secret
+
+    export_auth_secret(settings.data_dir)
+    return issue_operator_token("local-operator")

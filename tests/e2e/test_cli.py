@@ -105,3 +105,43 @@ async def test_cancel_ends_a_run_and_says_so_and_refuses_an_ended_one(crawl_api:
     out = await asyncio.to_thread(cli, "cancel", done, "--api", crawl_api.url, "--token", token)
     assert out.returncode == 1
     assert f"HTTP 409: run {done} has already ended: complete" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def llm_api() -> Iterator[LiveServer]:
+    with LiveServer(load_function("llm").app) as live:
+        yield live
+
+
+async def test_usage_prints_the_ledger_as_a_table_and_limits_change_it(llm_api: LiveServer, stub: object) -> None:
+    import uuid
+
+    import httpx
+
+    t = "c" + uuid.uuid4().hex[:10]
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(
+            f"{llm_api.url}/v1/llm/complete",
+            json={"prompt": f"cli usage {t}", "max_tokens": 20},
+            headers={"Authorization": f"Bearer {issue_token(t)}"},
+        )
+    assert answer.status_code == 200, answer.text
+    spent = answer.json()["tokens_used"]
+    out = await asyncio.to_thread(cli, "usage", "--api", llm_api.url, "--tenant", t)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].split()[:2] == ["model", "calls"]
+    row = next(line.split() for line in lines if line.startswith("gpt-4o "))
+    assert row[1] == "1" and row[6] == str(spent)
+    assert f"today: {spent} tokens used, 0 reserved" in out.stdout
+    changed = await asyncio.to_thread(
+        cli, "limits", "set", t, "--daily-tokens", "5", "--requests-per-minute", "none", "--api", llm_api.url
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert json.loads(changed.stdout)["overrides"]["daily_tokens"] == 5
+    shown = await asyncio.to_thread(cli, "limits", "show", t, "--api", llm_api.url)
+    assert json.loads(shown.stdout)["effective"]["daily_tokens"] == 5
+    as_tenant = await asyncio.to_thread(cli, "limits", "show", t, "--api", llm_api.url, "--token", issue_token(t))
+    assert as_tenant.returncode == 1 and "HTTP 403" in as_tenant.stderr
+    bad = await asyncio.to_thread(cli, "usage", "--api", llm_api.url, "--tenant", t, "--from", "yesterday")
+    assert bad.returncode == 1 and "HTTP 422" in bad.stderr
