@@ -221,3 +221,16 @@ async def test_an_override_takes_effect_and_clearing_it_restores_the_default(
     await limits.set_overrides(t, {"daily_tokens": None}, updated_by="ops")
     assert (await limits.limits_for(t, BIG)).daily_tokens == BIG
     await call_llm(prompt(), t, BIG, "default", max_tokens=20)
+
+
+async def test_a_monthly_budget_counts_every_day_of_the_month_and_retries_next_month(stub: StubProviders) -> None:
+    t = tenant()
+    await limits.set_overrides(t, {"monthly_tokens": 400}, updated_by="test")
+    first = today().replace(day=1).isoformat()  # usage on the 1st counts on every day of the month
+    await ledger.record(ledger.Entry(str(uuid.uuid4()), t, first, "openai", "gpt-4o", tokens=300, cost_nanousd=1))
+    with pytest.raises(BudgetExceededError, match="monthly token budget of 400 exhausted") as info:
+        await call_llm(prompt(), t, BIG, "default", max_tokens=100)
+    first_of_next = dt.datetime.combine(budget.next_month(today()), dt.time(), tzinfo=dt.UTC)
+    expected = (first_of_next - dt.datetime.now(dt.UTC)).total_seconds()
+    assert abs(int(info.value.headers["Retry-After"]) - expected) <= 2
+    assert stub.calls["openai"] == 0

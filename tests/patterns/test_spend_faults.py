@@ -56,9 +56,16 @@ class Faulty:
         self.proxy = proxy
         self.direct = Redis(host=server.host, port=server.port, decode_responses=True)
 
-    def drop_budget_replies(self, probability: float) -> None:
+    def budget_faults(self, drop: float, reset: float) -> None:
+        """Budget scripts lose their reply after Redis ran them (`drop`), or are cut mid-request
+        before Redis has them whole (`reset`)."""
         shas = (budget.RESERVE.sha.encode(), budget.SETTLE.sha.encode())
-        self.proxy.drop_reply_after_execution(lambda chunk: any(s in chunk for s in shas), probability=probability)
+
+        def is_budget(chunk: bytes) -> bool:
+            return any(s in chunk for s in shas)
+
+        self.proxy.drop_reply_after_execution(is_budget, probability=drop)
+        self.proxy.reset_mid_request(is_budget, probability=reset)
 
 
 @pytest.fixture
@@ -221,7 +228,7 @@ async def test_lost_replies_killed_calls_and_failing_providers_never_overspend(
         doomed.wait()
     stub.default["openai"] = {"random_failure": 0.3}
     stub.default["anthropic"] = {"random_failure": 0.3}
-    faulty.drop_budget_replies(0.2)
+    faulty.budget_faults(drop=0.2, reset=0.05)
     watch = Watch(faulty, t)
     results = await asyncio.gather(
         *(call_llm(prompt(), t, daily, "default", max_tokens=30) for _ in range(220)), return_exceptions=True
@@ -230,7 +237,7 @@ async def test_lost_replies_killed_calls_and_failing_providers_never_overspend(
     ok = outcomes(results)
     await settle_leases(t)
     await watch.stop()
-    assert faulty.proxy.dropped > 10  # the faults did happen
+    assert faulty.proxy.dropped > 10 and faulty.proxy.resets > 0  # the faults did happen
     assert ok and any(isinstance(r, BudgetExceededError) for r in results)
     now = await counters(faulty, t)
     ledger_tokens, ledger_nano = await ledger_totals(t)
