@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,22 @@ async def call_llm(
         max_tokens=max_tokens,
     )
 
+    found, held = await _lookup(key)
+    if found is not None:
+        value, layer = found
+        await _hit(tenant_id, value, layer, started)
+        return LLMResult(value["content"], 0, 0.0, True, value["provider"], value["model"])
+    try:
+        return await _call_and_cache(
+            key, route, tenant_id, daily_budget, providers.Request(prompt, system, max_tokens, temperature), started
+        )
+    finally:
+        await cache.unlock(held)
+
+
+async def _lookup(key: str) -> tuple[tuple[dict[str, Any], str] | None, Lock | bool]:
+    """A cached answer (and the layer it came from), or the single-flight lock to hold while
+    asking the provider: identical concurrent misses wait for the first one's answer."""
     found = await cache.get(key)
     held: Lock | bool = True
     if found is None:
@@ -87,31 +104,26 @@ async def call_llm(
                 found = (value, "singleflight")
             else:  # they failed or took too long: ask ourselves, with the lock if it is free now
                 held = await cache.lock(key, wait_s + 5) or True
-    if found is not None:
-        value, layer = found
-        _metric("CacheHits", 1)
-        logger.info(
-            "llm call",
-            extra={
-                "provider": value["provider"],
-                "model": value["model"],
-                "tokens": 0,
-                "cost_usd": 0.0,
-                "cache_hit": layer,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
-        await _record_hit(tenant_id, value, started)
-        return LLMResult(value["content"], 0, 0.0, True, value["provider"], value["model"])
-    try:
-        return await _call_and_cache(
-            key, route, tenant_id, daily_budget, providers.Request(prompt, system, max_tokens, temperature), started
-        )
-    finally:
-        await cache.unlock(held)
+    return found, held
 
 
-async def _record_hit(tenant_id: str, value: dict[str, str], started: float) -> None:
+async def _hit(tenant_id: str, value: dict[str, Any], layer: str, started: float) -> None:
+    _metric("CacheHits", 1)
+    logger.info(
+        "llm call",
+        extra={
+            "provider": value["provider"],
+            "model": value["model"],
+            "tokens": 0,
+            "cost_usd": 0.0,
+            "cache_hit": layer,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    await _record_hit(tenant_id, value, started)
+
+
+async def _record_hit(tenant_id: str, value: dict[str, Any], started: float) -> None:
     """Cache hits are in the ledger too (usage reports count them); they cost nothing."""
     import datetime as dt
     import uuid
@@ -218,16 +230,42 @@ async def _settle(tenant_id: str, reservation: budget.Reservation | None, entry:
             logger.warning("ledger outbox not flushed", exc_info=True)
 
 
-async def _call_and_cache(
-    key: str, route: Route, tenant_id: str, daily_budget: int, req: providers.Request, started: float
-) -> LLMResult:
-    chain = providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
+@dataclass(frozen=True)
+class Metered[T]:
+    """What a provider call returned, with what the ledger needs to know about it."""
+
+    answer: T
+    provider: str
+    model: str
+    usage: dict[str, int]  # input_tokens (uncached), output_tokens, cached_input_tokens, cache_write_tokens
+    fell_back: bool
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.usage.values())
+
+
+@dataclass(frozen=True)
+class Spent:
+    cost_usd: float
+    rate: budget.RateState | None
+
+
+async def metered[T](
+    tenant_id: str,
+    models: list[str],
+    input_bytes: int,
+    max_tokens: int,
+    daily_budget: int | None,
+    started: float,
+    run: Callable[[], Awaitable[Metered[T]]],
+) -> tuple[Metered[T], Spent]:
+    """Run one provider call inside the tenant's limits: reserve its upper bound (tokens, and USD
+    at the dearest of `models`), call, then ledger and settle what the provider reported."""
     from agent_patterns.llm.limits import limits_for
 
-    amount = budget.estimate_tokens(req.system, req.prompt, max_tokens=req.max_tokens)
-    nanousd = worst_case_nanousd(
-        [model for _, model in chain], input_tokens=amount - req.max_tokens, max_output_tokens=req.max_tokens
-    )
+    amount = input_bytes + budget.MESSAGE_OVERHEAD_TOKENS + max_tokens
+    nanousd = worst_case_nanousd(models, input_tokens=amount - max_tokens, max_output_tokens=max_tokens)
     limits = await limits_for(tenant_id, daily_budget)
     if 0 < limits.tokens_per_minute < amount:
         raise ValidationError(
@@ -236,19 +274,13 @@ async def _call_and_cache(
         )
     reservation = await _reserve(tenant_id, amount, nanousd, limits)
     try:
-        completion, fell_back = await providers.complete(route, req)
+        done = await run()
     except BaseException:
         if reservation is not None:
             with tolerate_redis_outage("budget release"):
                 await budget.release(reservation)
         raise
-    usage: dict[str, Any] = {
-        "input_tokens": completion.input_tokens,
-        "output_tokens": completion.output_tokens,
-        "cached_input_tokens": completion.cached_input_tokens,
-        "cache_write_tokens": completion.cache_write_tokens,
-    }
-    nano = cost_nanousd(completion.model, **usage)
+    nano = cost_nanousd(done.model, **done.usage)
     cost = nano / 1e9
     from agent_patterns.llm.ledger import Entry
 
@@ -257,39 +289,58 @@ async def _call_and_cache(
         reservation_id=reservation.id if reservation else _new_id(),
         tenant_id=tenant_id,
         day=day,
-        provider=completion.provider,
-        model=completion.model,
-        tokens=completion.tokens_used,
+        provider=done.provider,
+        model=done.model,
+        tokens=done.tokens,
         cost_nanousd=nano,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
-        **usage,
+        input_tokens=done.usage["input_tokens"],
+        output_tokens=done.usage["output_tokens"],
+        cached_input_tokens=done.usage["cached_input_tokens"],
+        cache_write_tokens=done.usage["cache_write_tokens"],
     )
     await _settle(tenant_id, reservation, entry)
-    await cache.put(key, {"content": completion.content, "provider": completion.provider, "model": completion.model})
-    _metric("Tokens", completion.tokens_used)
+    _metric("Tokens", done.tokens)
     _metric("CostUSD", cost, "NoUnit")
-    if fell_back:
+    if done.fell_back:
         _metric("Fallbacks", 1)
     logger.info(
         "llm call",
         extra={
-            "provider": completion.provider,
-            "model": completion.model,
-            "tokens": completion.tokens_used,
+            "provider": done.provider,
+            "model": done.model,
+            "tokens": done.tokens,
             "cost_usd": cost,
             "cache_hit": None,
-            "fallback": fell_back,
+            "fallback": done.fell_back,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )
+    return done, Spent(cost, reservation.rate if reservation else None)
+
+
+async def _call_and_cache(
+    key: str, route: Route, tenant_id: str, daily_budget: int, req: providers.Request, started: float
+) -> LLMResult:
+    chain = providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
+
+    async def run() -> Metered[providers.Completion]:
+        completion, fell_back = await providers.complete(route, req)
+        usage = {
+            "input_tokens": completion.input_tokens,
+            "output_tokens": completion.output_tokens,
+            "cached_input_tokens": completion.cached_input_tokens,
+            "cache_write_tokens": completion.cache_write_tokens,
+        }
+        return Metered(completion, completion.provider, completion.model, usage, fell_back)
+
+    input_bytes = sum(len(t.encode()) for t in (req.system, req.prompt) if t)
+    models = [model for _, model in chain]
+    done, spent = await metered(tenant_id, models, input_bytes, req.max_tokens, daily_budget, started, run)
+    completion = done.answer
+    await cache.put(key, {"content": completion.content, "provider": completion.provider, "model": completion.model})
     return LLMResult(
-        completion.content,
-        completion.tokens_used,
-        cost,
-        False,
-        completion.provider,
-        completion.model,
-        reservation.rate if reservation else None,
+        completion.content, done.tokens, spent.cost_usd, False, completion.provider, completion.model, spent.rate
     )
 
 

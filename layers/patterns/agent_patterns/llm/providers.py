@@ -13,12 +13,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_patterns.config import value_or_secret
 from agent_patterns.errors import ConfigurationError, ProviderRequestError, ProvidersUnavailableError
 from agent_patterns.llm import breaker
 from agent_patterns.llm.routing import Route
+
+if TYPE_CHECKING:
+    from agent_patterns.llm.chat import ChatAnswer, ChatRequest
 from agent_patterns.llm.settings import llm_settings
 from agent_patterns.observability import logger
 
@@ -209,10 +212,6 @@ async def retry_call[T](provider: str, attempt: Callable[[float], Awaitable[T]],
     raise last or TimeoutError(f"{provider}: no time left for an attempt")
 
 
-async def _with_retries(provider: str, model: str, req: Request, deadline: float) -> Completion:
-    return await retry_call(provider, lambda timeout: CALLS[provider](model, req, timeout), deadline)
-
-
 async def embed_openai(model: str, texts: list[str], dimensions: int) -> list[list[float]]:
     """Embeddings for `texts` (one request), under the same retry policy as completions."""
     chain_for_embeddings()
@@ -263,8 +262,9 @@ def chain_for(route: Route) -> list[tuple[str, str]]:
     return chain
 
 
-async def complete(route: Route, req: Request) -> tuple[Completion, bool]:
-    """The completion and whether it came from the fallback."""
+async def run_chain[T](route: Route, attempt: Callable[[str, str, float], Awaitable[T]]) -> tuple[T, bool]:
+    """`attempt(provider, model, timeout_s)` on the route's providers in order, each under the
+    retry policy, within one total deadline; the answer and whether it came from the fallback."""
     settings = llm_settings()
     deadline = time.monotonic() + settings.llm_total_timeout_seconds
     chain = chain_for(route)
@@ -274,8 +274,12 @@ async def complete(route: Route, req: Request) -> tuple[Completion, bool]:
         if provider == "openai" and not is_last and await breaker.is_open(provider):
             failures.append("openai: circuit open")
             continue
+
+        def one(timeout: float, provider: str = provider, model: str = model) -> Awaitable[T]:
+            return attempt(provider, model, timeout)
+
         try:
-            completion = await _with_retries(provider, model, req, deadline)
+            answer = await retry_call(provider, one, deadline)
         except _Fatal as fatal:
             raise _fatal_error(provider, fatal.__cause__ or fatal) from fatal.__cause__
         except Exception as exc:
@@ -285,7 +289,30 @@ async def complete(route: Route, req: Request) -> tuple[Completion, bool]:
             continue
         if provider == "openai":
             await breaker.record_success(provider)
-        return completion, index > 0 or bool(failures)
+        return answer, index > 0 or bool(failures)
     raise ProvidersUnavailableError(
         "no LLM provider answered (" + "; ".join(failures) + "); try again shortly", headers={"Retry-After": "5"}
     )
+
+
+async def complete(route: Route, req: Request) -> tuple[Completion, bool]:
+    """The completion and whether it came from the fallback."""
+    return await run_chain(route, lambda provider, model, timeout: CALLS[provider](model, req, timeout))
+
+
+async def complete_chat(route: Route, req: ChatRequest, max_tokens: int) -> tuple[ChatAnswer, bool]:
+    """A chat answer in the neutral shape, and whether it came from the fallback."""
+    from agent_patterns.llm import translate
+
+    async def attempt(provider: str, model: str, attempt_s: float) -> ChatAnswer:
+        if provider == "openai":
+            resp = await _client("openai").chat.completions.create(
+                **translate.openai_kwargs(req, model, max_tokens), timeout=attempt_s
+            )
+            return translate.answer_from_openai(resp, model)
+        msg = await _client("anthropic").messages.create(
+            **translate.anthropic_kwargs(req, model, max_tokens), timeout=attempt_s
+        )
+        return translate.answer_from_anthropic(msg, req, model)
+
+    return await run_chain(route, attempt)
