@@ -5,11 +5,13 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import Query, Response
+from fastapi import Header, Query, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_patterns import snapstart
 from agent_patterns.llm import call_llm
+from agent_patterns.llm.chat import ChatRequest
 from agent_patterns.llm.routing import check_models
 from agent_patterns.llm.settings import llm_settings
 from agent_patterns.tenancy import validate_tenant_id
@@ -96,6 +98,40 @@ async def put_limits(tenant_id: str, body: LimitsChange, operator: CurrentOperat
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     overrides = await set_overrides(tid, changes, updated_by=operator)
     return {"tenant_id": tid, "overrides": asdict(overrides)}
+
+
+@app.get("/v1/models")
+async def models(who: CurrentTenant) -> dict[str, Any]:
+    from agent_patterns.llm.openai_wire import models_body
+    from agent_patterns.llm.routing import model_ids
+
+    return models_body(model_ids())
+
+
+CacheHeader = Annotated[
+    Literal["auto", "on", "off"],
+    Header(alias="x-agent-patterns-cache", description="cache sampled answers too (on), or never (off)"),
+]
+
+
+@app.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatRequest, who: CurrentTenant, response: Response, cache: CacheHeader = "auto"
+) -> dict[str, Any] | StreamingResponse:
+    from agent_patterns.llm.chat_call import call_chat
+    from agent_patterns.llm.openai_wire import completion_body
+
+    daily = llm_settings().llm_daily_token_budget
+    if body.stream:
+        from agent_patterns.llm.chat_stream import stream_chat
+
+        return await stream_chat(body, who.id, daily_budget=daily, cache_mode=cache)
+    result = await call_chat(body, who.id, daily_budget=daily, cache_mode=cache)
+    _rate_headers(response, result.rate)
+    response.headers["x-agent-patterns-provider"] = result.answer.provider
+    response.headers["x-agent-patterns-cache"] = "hit" if result.cached else "miss"
+    response.headers["x-agent-patterns-cost-usd"] = f"{result.cost_usd:.9f}"
+    return completion_body(result.answer)
 
 
 @app.post("/v1/llm/complete")

@@ -73,7 +73,9 @@ async def test_each_error_maps_to_its_status_and_code(
 ) -> None:
     response = await client.get(f"/raise/{name}")
     assert response.status_code == status
-    assert response.json() == {"error": {"code": code, "message": f"{name} happened"}}
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == (code, f"{name} happened")
+    assert error["type"] and "param" in error  # OpenAI's error shape too
 
 
 async def test_backend_unavailable_says_when_to_retry(client: httpx.AsyncClient) -> None:
@@ -82,7 +84,8 @@ async def test_backend_unavailable_says_when_to_retry(client: httpx.AsyncClient)
     for seconds in (1, 17, 120):  # the value the raiser chose, not a constant
         response = await client.get(f"/unavailable/{seconds}")
         assert response.status_code == 503 and response.headers["retry-after"] == str(seconds)
-        assert response.json()["error"] == {"code": "backend_unavailable", "message": "Redis is down"}
+        error = response.json()["error"]
+        assert (error["code"], error["message"], error["type"]) == ("backend_unavailable", "Redis is down", "server_error")
     assert "retry-after" not in (await client.get("/raise/NotFoundError")).headers
 
 

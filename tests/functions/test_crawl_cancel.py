@@ -144,7 +144,8 @@ async def test_cancelling_an_ended_or_foreign_run_is_refused(
     await events.transition("acme", done, "complete", {"pages_crawled": 1}, result={"pages_crawled": 1})
     response = await api.post(f"/v1/crawls/{done}/cancel", headers=bearer())
     assert response.status_code == 409, response.text
-    assert response.json()["error"] == {"code": "conflict", "message": f"run {done} has already ended: complete"}
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == ("conflict", f"run {done} has already ended: complete")
 
     failed = await events.create_run("acme", "crawl", {"url": site.base + "/", "max_pages": 1})
     await events.transition("acme", failed, "error", {"message": "login failed"}, error_message="login failed")

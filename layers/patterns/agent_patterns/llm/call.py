@@ -251,17 +251,11 @@ class Spent:
     rate: budget.RateState | None
 
 
-async def metered[T](
-    tenant_id: str,
-    models: list[str],
-    input_bytes: int,
-    max_tokens: int,
-    daily_budget: int | None,
-    started: float,
-    run: Callable[[], Awaitable[Metered[T]]],
-) -> tuple[Metered[T], Spent]:
-    """Run one provider call inside the tenant's limits: reserve its upper bound (tokens, and USD
-    at the dearest of `models`), call, then ledger and settle what the provider reported."""
+async def open_reservation(
+    tenant_id: str, models: list[str], input_bytes: int, max_tokens: int, daily_budget: int | None
+) -> budget.Reservation | None:
+    """Reserve a call's upper bound: tokens (input bytes + overhead + max_tokens) and USD at the
+    dearest of `models` the call may reach. None when failing open without Redis."""
     from agent_patterns.llm.limits import limits_for
 
     amount = input_bytes + budget.MESSAGE_OVERHEAD_TOKENS + max_tokens
@@ -272,16 +266,28 @@ async def metered[T](
             f"this call needs up to {amount} tokens, more than the tenant's {limits.tokens_per_minute} tokens "
             "per minute: shorten the prompt or lower max_tokens"
         )
-    reservation = await _reserve(tenant_id, amount, nanousd, limits)
-    try:
-        done = await run()
-    except BaseException:
-        if reservation is not None:
-            with tolerate_redis_outage("budget release"):
-                await budget.release(reservation)
-        raise
-    nano = cost_nanousd(done.model, **done.usage)
+    return await _reserve(tenant_id, amount, nanousd, limits)
+
+
+async def release_reservation(reservation: budget.Reservation | None) -> None:
+    if reservation is not None:
+        with tolerate_redis_outage("budget release"):
+            await budget.release(reservation)
+
+
+async def close_reservation(
+    tenant_id: str,
+    reservation: budget.Reservation | None,
+    provider: str,
+    model: str,
+    usage: dict[str, int],
+    started: float,
+    fell_back: bool,
+) -> Spent:
+    """Ledger and settle what the provider reported for a call that reached it."""
+    nano = cost_nanousd(model, **usage)
     cost = nano / 1e9
+    tokens = sum(usage.values())
     from agent_patterns.llm.ledger import Entry
 
     day = reservation.day.isoformat() if reservation else time.strftime("%Y-%m-%d", time.gmtime())
@@ -289,34 +295,56 @@ async def metered[T](
         reservation_id=reservation.id if reservation else _new_id(),
         tenant_id=tenant_id,
         day=day,
-        provider=done.provider,
-        model=done.model,
-        tokens=done.tokens,
+        provider=provider,
+        model=model,
+        tokens=tokens,
         cost_nanousd=nano,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
-        input_tokens=done.usage["input_tokens"],
-        output_tokens=done.usage["output_tokens"],
-        cached_input_tokens=done.usage["cached_input_tokens"],
-        cache_write_tokens=done.usage["cache_write_tokens"],
+        input_tokens=usage["input_tokens"],
+        output_tokens=usage["output_tokens"],
+        cached_input_tokens=usage["cached_input_tokens"],
+        cache_write_tokens=usage["cache_write_tokens"],
     )
     await _settle(tenant_id, reservation, entry)
-    _metric("Tokens", done.tokens)
+    _metric("Tokens", tokens)
     _metric("CostUSD", cost, "NoUnit")
-    if done.fell_back:
+    if fell_back:
         _metric("Fallbacks", 1)
     logger.info(
         "llm call",
         extra={
-            "provider": done.provider,
-            "model": done.model,
-            "tokens": done.tokens,
+            "provider": provider,
+            "model": model,
+            "tokens": tokens,
             "cost_usd": cost,
             "cache_hit": None,
-            "fallback": done.fell_back,
+            "fallback": fell_back,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )
-    return done, Spent(cost, reservation.rate if reservation else None)
+    return Spent(cost, reservation.rate if reservation else None)
+
+
+async def metered[T](
+    tenant_id: str,
+    models: list[str],
+    input_bytes: int,
+    max_tokens: int,
+    daily_budget: int | None,
+    started: float,
+    run: Callable[[], Awaitable[Metered[T]]],
+) -> tuple[Metered[T], Spent]:
+    """Run one provider call inside the tenant's limits: reserve, call, ledger and settle."""
+    reservation = await open_reservation(tenant_id, models, input_bytes, max_tokens, daily_budget)
+    try:
+        done = await run()
+    except BaseException:
+        await release_reservation(reservation)
+        raise
+    spent = await close_reservation(
+        tenant_id, reservation, done.provider, done.model, done.usage, started, done.fell_back
+    )
+    return done, spent
 
 
 async def _call_and_cache(

@@ -60,3 +60,32 @@ def check_models() -> None:
     """Load and check the model tables now (at INIT): an unpriced model fails the deploy, not a call."""
     settings = llm_settings()
     _tables(settings.llm_models, settings.llm_agent_models)
+
+
+def route_for_model(model: str, agent_type: str = "default") -> Route:
+    """An alias (with its fallback), or a concrete model from the price table (that provider
+    only: a caller who names a model gets that model or an error, never another one)."""
+    from agent_patterns.llm.pricing import PRICES
+
+    settings = llm_settings()
+    routes, _ = _tables(settings.llm_models, settings.llm_agent_models)
+    if model in routes:
+        return routes[model]
+    if model in PRICES:
+        anthropic = model.startswith("claude")
+        return Route(model, None if anthropic else model, model if anthropic else None)
+    raise ValidationError(
+        f"unknown model {model!r}: use an alias ({', '.join(sorted(routes))}) or a priced model "
+        f"({', '.join(sorted(PRICES))}); GET /v1/models lists them"
+    )
+
+
+def model_ids() -> list[tuple[str, str]]:
+    """(id, owner) of every model a request may name: aliases first, then concrete models."""
+    from agent_patterns.llm.pricing import PRICES
+
+    settings = llm_settings()
+    routes, _ = _tables(settings.llm_models, settings.llm_agent_models)
+    out = [(alias, "agent-patterns") for alias in sorted(routes)]
+    out += [(m, "anthropic" if m.startswith("claude") else "openai") for m in sorted(PRICES)]
+    return out

@@ -34,6 +34,9 @@ class LlmSettings(FunctionSettings):
         30.0, ge=0, description="A reservation's lease beyond the call's deadline; then it is reaped."
     )
     llm_budget_fail_open: bool = Field(False, description="Allow calls when the budget store is down.")
+    llm_default_max_tokens: int = Field(
+        1024, ge=1, description="Answer limit of a chat request that sets no max_tokens (a reservation needs one)."
+    )
     llm_max_tokens_limit: int = Field(4096, ge=1, description="Largest `max_tokens` a request may ask for.")
     llm_max_prompt_chars: int = Field(100_000, ge=1, description="Longest prompt accepted, in characters.")
     llm_total_timeout_seconds: float = Field(25.0, gt=0, description="All attempts on all providers.")

@@ -1,0 +1,356 @@
+"""Streamed chat answers in OpenAI's chunk format, on the same spend control as every call.
+
+The provider's stream is opened, and its first event read, before the response starts: a
+failure up to then falls back to the next provider and maps to a proper HTTP status. After the
+first token nothing falls back; a failure ends the stream with an error chunk. The reservation
+is made before the stream and settled when it ends, however it ends: the provider's reported
+usage when it came, otherwise (client gone, provider cut) a conservative count, never 0 — the
+input bound reserved and one token per byte generated. A client that goes away cancels the
+upstream request. Complete answers are cached like any other; a cache hit is replayed as a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from agent_patterns.errors import AgentPatternsError
+from agent_patterns.llm import cache, providers, translate
+from agent_patterns.llm.call import (
+    _hit,
+    _lookup,
+    close_reservation,
+    open_reservation,
+    release_reservation,
+)
+from agent_patterns.llm.chat import ChatAnswer, ChatRequest, FinishReason, Usage
+from agent_patterns.llm.chat_call import CacheMode, _cached_value, cacheable, chat_cache_key
+from agent_patterns.llm.openai_wire import DONE, chunk, completion_id, error_chunk, usage_chunk
+from agent_patterns.llm.routing import route_for_model
+from agent_patterns.llm.settings import llm_settings
+from agent_patterns.observability import logger
+from agent_patterns.tenancy import validate_tenant_id
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+Event = tuple[str, Any]  # ("delta", {...}) | ("finish", reason) | ("usage", Usage)
+
+
+@dataclass
+class _Answer:
+    """What has streamed so far: for the cache, the settlement and structured-output checks."""
+
+    content: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finish: FinishReason | None = None
+    usage: Usage | None = None
+    input_seen: int | None = None  # input tokens a provider reported before the end
+
+    def add(self, delta: dict[str, Any]) -> None:
+        if delta.get("content"):
+            self.content.append(delta["content"])
+        for call in delta.get("tool_calls", ()):
+            slot = self.tool_calls.setdefault(
+                call["index"], {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            slot["id"] = call.get("id") or slot["id"]
+            fn = call.get("function") or {}
+            slot["function"]["name"] += fn.get("name") or ""
+            slot["function"]["arguments"] += fn.get("arguments") or ""
+
+    def generated_bytes(self) -> int:
+        text = "".join(self.content) + "".join(c["function"]["arguments"] for c in self.tool_calls.values())
+        return len(text.encode())
+
+    def answer(self, provider: str, model: str) -> ChatAnswer:
+        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        usage = self.usage or Usage(0, 0)
+        return ChatAnswer("".join(self.content) or None, calls, self.finish or "stop", usage, provider, model)
+
+
+# ---- provider streams in neutral events ---------------------------------------------------
+
+
+async def _openai_events(stream: Any) -> AsyncIterator[Event]:
+    async for c in stream:
+        if getattr(c, "usage", None) is not None:
+            details = getattr(c.usage, "prompt_tokens_details", None)
+            cached = int(getattr(details, "cached_tokens", 0) or 0)
+            yield ("usage", Usage(int(c.usage.prompt_tokens) - cached, int(c.usage.completion_tokens), cached))
+        for choice in c.choices:
+            d = choice.delta
+            delta: dict[str, Any] = {}
+            if d.content:
+                delta["content"] = d.content
+            if d.tool_calls:
+                calls = []
+                for t in d.tool_calls:
+                    call: dict[str, Any] = {"index": t.index}
+                    if t.id:
+                        call.update(id=t.id, type="function")
+                    if t.function is not None:
+                        call["function"] = {
+                            k: v for k, v in (("name", t.function.name), ("arguments", t.function.arguments)) if v
+                        }
+                    calls.append(call)
+                delta["tool_calls"] = calls
+            if delta:
+                yield ("delta", delta)
+            if choice.finish_reason:
+                yield ("finish", choice.finish_reason)
+
+
+_ANTHROPIC_STOP: dict[str | None, FinishReason] = {"max_tokens": "length", "tool_use": "tool_calls"}
+
+
+async def _anthropic_events(stream: Any, req: ChatRequest, box: _Answer) -> AsyncIterator[Event]:
+    fmt = req.response_format
+    forced = fmt.json_schema.name if fmt is not None and fmt.type == "json_schema" and fmt.json_schema else None
+    tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+    json_block: int | None = None
+    input_tokens = cached = written = 0
+    async for ev in stream:
+        kind = ev.type
+        if kind == "message_start":
+            u = ev.message.usage
+            input_tokens = int(u.input_tokens)
+            cached = int(getattr(u, "cache_read_input_tokens", 0) or 0)
+            written = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
+            box.input_seen = input_tokens + cached + written
+        elif kind == "content_block_start" and ev.content_block.type == "tool_use":
+            if forced and ev.content_block.name == forced:
+                json_block = ev.index  # the structured answer: streamed as content
+            else:
+                tools[ev.index] = len(tools)
+                yield (
+                    "delta",
+                    {
+                        "tool_calls": [
+                            {
+                                "index": tools[ev.index],
+                                "id": ev.content_block.id,
+                                "type": "function",
+                                "function": {"name": ev.content_block.name, "arguments": ""},
+                            }
+                        ]
+                    },
+                )
+        elif kind == "content_block_delta":
+            d = ev.delta
+            if d.type == "text_delta" and d.text:
+                yield ("delta", {"content": d.text})
+            elif d.type == "input_json_delta" and d.partial_json:
+                if ev.index == json_block:
+                    yield ("delta", {"content": d.partial_json})
+                elif ev.index in tools:
+                    args = {"index": tools[ev.index], "function": {"arguments": d.partial_json}}
+                    yield ("delta", {"tool_calls": [args]})
+        elif kind == "message_delta":
+            output = int(getattr(ev.usage, "output_tokens", 0) or 0)
+            reason = "stop" if forced else _ANTHROPIC_STOP.get(ev.delta.stop_reason, "stop")
+            yield ("finish", reason)
+            yield ("usage", Usage(input_tokens, output, cached, written))
+
+
+@dataclass
+class _Open:
+    events: AsyncIterator[Event]
+    first: list[Event]
+    stream: Any
+    provider: str
+    model: str
+
+
+async def _open(route: Any, req: ChatRequest, max_tokens: int, box: _Answer) -> tuple[_Open, bool]:
+    """The first provider that answers with a first event; fallback happens only here."""
+
+    async def attempt(provider: str, model: str, attempt_s: float) -> _Open:
+        if provider == "openai":
+            kwargs = translate.openai_kwargs(req, model, max_tokens)
+            stream = await providers._client("openai").chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}, timeout=attempt_s
+            )
+            events = _openai_events(stream)
+        else:
+            kwargs = translate.anthropic_kwargs(req, model, max_tokens)
+            stream = await providers._client("anthropic").messages.create(**kwargs, stream=True, timeout=attempt_s)
+            events = _anthropic_events(stream, req, box)
+        try:
+            first = [await anext(events)]
+        except StopAsyncIteration:
+            first = []
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await stream.close()
+            raise
+        return _Open(events, first, stream, provider, model)
+
+    return await providers.run_chain(route, attempt)
+
+
+async def stream_chat(
+    req: ChatRequest, tenant_id: str, *, daily_budget: int | None = None, cache_mode: CacheMode = "auto"
+) -> StreamingResponse:
+    """A StreamingResponse of the answer in OpenAI's chunk format (or an error before it starts)."""
+
+    started = time.perf_counter()
+    validate_tenant_id(tenant_id)
+    settings = llm_settings()
+    route = route_for_model(req.model)
+    max_tokens = req.output_limit(default=settings.llm_default_max_tokens, ceiling=settings.llm_max_tokens_limit)
+    chain = providers.chain_for(route)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    key = chat_cache_key(tenant_id, route.alias, req, max_tokens) if cacheable(req, cache_mode) else None
+    held: Any = True
+    if key is not None:
+        found, held = await _lookup(key)
+        if found is not None:
+            value, layer = found
+            await _hit(tenant_id, value, layer, started)
+            headers = {**SSE_HEADERS, "x-agent-patterns-cache": "hit", "x-agent-patterns-provider": value["provider"]}
+            return StreamingResponse(_replay(value, include_usage), media_type="text/event-stream", headers=headers)
+    try:
+        input_bytes = req.size_bytes()
+        models = [m for _, m in chain]
+        reservation = await open_reservation(tenant_id, models, input_bytes, max_tokens, daily_budget)
+        box = _Answer()
+        try:
+            opened, fell_back = await _open(route, req, max_tokens, box)
+        except BaseException:
+            await release_reservation(reservation)
+            raise
+    except BaseException:
+        if key is not None:
+            await cache.unlock(held)
+        raise
+
+    async def body() -> AsyncIterator[str]:
+        cid, created = completion_id(), int(time.time())
+        complete = False
+        try:
+            yield chunk(cid, opened.model, created, {"role": "assistant", "content": ""})
+            for ev in opened.first:
+                out = _apply(ev, box, cid, opened.model, created)
+                if out:
+                    yield out
+            async for ev in opened.events:
+                out = _apply(ev, box, cid, opened.model, created)
+                if out:
+                    yield out
+            _check_structured(req, box, opened.provider)
+            yield chunk(cid, opened.model, created, {}, box.finish or "stop")
+            if include_usage and box.usage is not None:
+                yield usage_chunk(cid, opened.model, created, box.usage)
+            yield DONE
+            complete = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # after the first token: the status is sent, so the stream says it
+            message = exc.message if isinstance(exc, AgentPatternsError) else f"{opened.provider} stream failed"
+            code = exc.code if isinstance(exc, AgentPatternsError) else "provider_stream_failed"
+            logger.warning("chat stream failed after the first token", extra={"error": repr(exc)})
+            yield error_chunk(message, code)
+            yield DONE
+        finally:
+            finishing = asyncio.ensure_future(
+                _finish(
+                    tenant_id,
+                    reservation,
+                    opened,
+                    box,
+                    req,
+                    input_bytes,
+                    max_tokens,
+                    started,
+                    fell_back,
+                    key if complete else None,
+                    held,
+                )
+            )
+            await asyncio.shield(finishing)  # settles even if this task is being cancelled
+
+    headers = {**SSE_HEADERS, "x-agent-patterns-cache": "miss", "x-agent-patterns-provider": opened.provider}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _apply(ev: Event, box: _Answer, cid: str, model: str, created: int) -> str | None:
+    kind, value = ev
+    if kind == "delta":
+        box.add(value)
+        return chunk(cid, model, created, value)
+    if kind == "finish":
+        box.finish = value
+    elif kind == "usage":
+        box.usage = value
+    return None
+
+
+def _check_structured(req: ChatRequest, box: _Answer, provider: str) -> None:
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return
+    text = "".join(box.content)
+    if fmt.type == "json_object":
+        translate.check_json_object(text, provider)
+        return
+    assert fmt.json_schema is not None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        translate.check_json_object(text, provider)  # raises the clear error
+        return
+    translate.check_schema(value, fmt.json_schema.schema_, provider)
+
+
+async def _finish(
+    tenant_id: str,
+    reservation: Any,
+    opened: _Open,
+    box: _Answer,
+    req: ChatRequest,
+    input_bytes: int,
+    max_tokens: int,
+    started: float,
+    fell_back: bool,
+    cache_key: str | None,
+    held: Any,
+) -> None:
+    """Cancel upstream if it is still running, then ledger and settle; cache a complete answer."""
+    try:
+        with contextlib.suppress(Exception):
+            await opened.stream.close()
+        usage = box.usage
+        if usage is None:  # cut short: count conservatively, never 0
+            seen = box.input_seen if box.input_seen is not None else input_bytes
+            usage = Usage(seen, max(1, min(max_tokens, box.generated_bytes())))
+            logger.warning(
+                "chat stream ended without the provider's usage: counted conservatively",
+                extra={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+            )
+        await close_reservation(
+            tenant_id, reservation, opened.provider, opened.model, usage.as_dict(), started, fell_back
+        )
+        if cache_key is not None:
+            await cache.put(cache_key, _cached_value(box.answer(opened.provider, opened.model)))
+    finally:
+        await cache.unlock(held)
+
+
+async def _replay(value: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """A cached answer as the stream it would have been."""
+    cid, created, model = completion_id(), int(time.time()), value["model"]
+    yield chunk(cid, model, created, {"role": "assistant", "content": ""})
+    if value.get("content"):
+        yield chunk(cid, model, created, {"content": value["content"]})
+    for i, call in enumerate(value.get("tool_calls") or []):
+        yield chunk(cid, model, created, {"tool_calls": [{"index": i, **call}]})
+    yield chunk(cid, model, created, {}, value.get("finish_reason") or "stop")
+    if include_usage:
+        yield usage_chunk(cid, model, created, Usage(0, 0))
+    yield DONE
