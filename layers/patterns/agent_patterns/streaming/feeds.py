@@ -1,7 +1,7 @@
 """Fan-out of run events: every run followed in a process is read by one multiplexed reader.
 
-One blocking `XREAD` per event loop covers the streams of all runs being followed (one
-connection however many runs, not one per run), and each run's events go to all its
+A few blocking `XREAD`s per event loop cover the streams of all runs being followed (one
+connection per FEEDS_PER_READER runs, not one per run), and each run's events go to all its
 subscribers. A subscriber joins its run's feed first and replays from Redis second; events seen
 by both are dropped by id, so there is no gap between replay and follow and no duplicate. A run
 joining while the reader is blocked wakes it through a private wake stream (one `XADD`), so a
@@ -25,6 +25,7 @@ from agent_patterns.runs.records import parse_run_id
 FEED_BLOCK_MS = 2000
 REAP_EVERY_S = 15.0  # how often a process that follows runs sweeps for abandoned ones
 FEED_COUNT = 500  # events per stream per read
+FEEDS_PER_READER = 100  # runs per blocking read (and connection): 1,000 live runs use 10
 SUBSCRIBER_QUEUE_SIZE = 2000
 WAKE_TTL_S = 600
 
@@ -66,6 +67,7 @@ class _Feed:
         self.ready = asyncio.Event()  # set once the cursor is known (or the feed failed)
         self.subscribers: set[_Subscriber] = set()
         self.finished = False
+        self.reader: _Reader | None = None
         self.starting = asyncio.create_task(self._start(), name=f"run-feed-start:{run_id}")
 
     async def _start(self) -> None:
@@ -99,28 +101,25 @@ class _Feed:
         self.hub.forget(self)
 
 
-class _Hub:
-    """All feeds of one event loop and the single task that reads them."""
+class _Reader:
+    """One blocking XREAD over up to FEEDS_PER_READER runs, on one connection. Each read names
+    every stream it follows, so Redis's cost per read grows with that number: shards keep it small."""
 
-    def __init__(self) -> None:
-        self.next_sweep = 0.0
+    def __init__(self, hub: _Hub) -> None:
+        self.hub = hub
         self.feeds: dict[str, _Feed] = {}
         self.wake_key = f"runs:wake:{uuid.uuid4().hex}"
         self.wake_cursor = "0-0"
-        self.reader: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
         self.blocked = False  # an XREAD is in flight: a joining feed must wake it
+        self.woken = False  # one wake per read is enough, however many feeds join meanwhile
 
-    def feed(self, run_id: str) -> _Feed:
-        feed = self.feeds.get(run_id)
-        if feed is None or feed.finished:  # no await between the check and the registration
-            feed = self.feeds[run_id] = _Feed(self, run_id)
-        return feed
-
-    async def joined(self, feed: _Feed) -> None:
-        """A feed has its cursor: make sure the reader runs and will include it."""
-        if self.reader is None or self.reader.done():
-            self.reader = asyncio.create_task(self._read(), name="run-feeds")
-        elif self.blocked:
+    async def add(self, feed: _Feed) -> None:
+        self.feeds[feed.run_id] = feed
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._read(), name="run-feeds")
+        elif self.blocked and not self.woken:
+            self.woken = True
             from agent_patterns.backends import get_redis
 
             try:
@@ -129,15 +128,15 @@ class _Hub:
                     pipe.expire(self.wake_key, WAKE_TTL_S)
                     await pipe.execute()
             except Exception:  # only latency is lost: the feed joins at the next read anyway
-                self.log_failure("could not wake the run reader", feed.run_id)
+                _Hub.log_failure("could not wake the run reader", feed.run_id)
 
-    def forget(self, feed: _Feed) -> None:
+    def remove(self, feed: _Feed) -> None:
         if self.feeds.get(feed.run_id) is feed:
             del self.feeds[feed.run_id]
-        reader = self.reader
-        if not self.feeds and reader is not None and not reader.done() and reader is not asyncio.current_task():
-            reader.cancel()  # nothing left to follow: free the connection now
-            self.reader = None
+        task = self.task
+        if not self.feeds and task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()  # nothing left to follow: free the connection now
+            self.task = None
 
     async def _read(self) -> None:
         from agent_patterns.backends import get_redis
@@ -148,12 +147,10 @@ class _Hub:
                 active = [f for f in self.feeds.values() if f.cursor is not None and not f.finished]
                 if not active:
                     return
-                if time.monotonic() >= self.next_sweep:
-                    self.next_sweep = time.monotonic() + REAP_EVERY_S
-                    asyncio.create_task(_sweep(), name="run-reaper")  # noqa: RUF006 (it logs its own failure)
+                self.hub.maybe_sweep()
                 streams: dict[Any, Any] = {f.key: f.cursor for f in active}
                 streams[self.wake_key] = self.wake_cursor
-                self.blocked = True
+                self.blocked, self.woken = True, False
                 try:
                     reply: list[tuple[str, list[tuple[str, dict[str, str]]]]] = await redis.xread(  # type: ignore[assignment]
                         streams, count=FEED_COUNT, block=FEED_BLOCK_MS
@@ -173,16 +170,54 @@ class _Hub:
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.log_failure("run reader failed", None)
+            _Hub.log_failure("run reader failed", None)
             for feed in list(self.feeds.values()):
                 if feed.cursor is not None:
                     feed.finish(failed=True)
         finally:
-            if self.reader is asyncio.current_task():
-                self.reader = None
-            if self.reader is None and any(f.cursor is not None for f in self.feeds.values()):
+            if self.task is asyncio.current_task():
+                self.task = None
+            if self.task is None and any(f.cursor is not None for f in self.feeds.values()):
                 # feeds joined while this reader was ending: they need a reader of their own
-                self.reader = asyncio.get_running_loop().create_task(self._read(), name="run-feeds")
+                self.task = asyncio.get_running_loop().create_task(self._read(), name="run-feeds")
+
+
+class _Hub:
+    """All feeds of one event loop, spread over as few readers as FEEDS_PER_READER allows."""
+
+    def __init__(self) -> None:
+        self.next_sweep = 0.0
+        self.feeds: dict[str, _Feed] = {}
+        self.readers: list[_Reader] = []
+
+    def feed(self, run_id: str) -> _Feed:
+        feed = self.feeds.get(run_id)
+        if feed is None or feed.finished:  # no await between the check and the registration
+            feed = self.feeds[run_id] = _Feed(self, run_id)
+        return feed
+
+    async def joined(self, feed: _Feed) -> None:
+        """A feed has its cursor: give it to a reader with room (or a new one)."""
+        reader = next((r for r in self.readers if len(r.feeds) < FEEDS_PER_READER), None)
+        if reader is None:
+            reader = _Reader(self)
+            self.readers.append(reader)
+        feed.reader = reader
+        await reader.add(feed)
+
+    def forget(self, feed: _Feed) -> None:
+        if self.feeds.get(feed.run_id) is feed:
+            del self.feeds[feed.run_id]
+        reader = feed.reader
+        if reader is not None:
+            reader.remove(feed)
+            if not reader.feeds and reader.task is None and reader in self.readers:
+                self.readers.remove(reader)
+
+    def maybe_sweep(self) -> None:
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + REAP_EVERY_S
+            asyncio.create_task(_sweep(), name="run-reaper")  # noqa: RUF006 (it logs its own failure)
 
     @staticmethod
     def log_failure(message: str, run_id: str | None) -> None:
