@@ -184,5 +184,8 @@ def _after_restore() -> None:
 
 
 snapstart.register(_before_snapshot, _after_restore)
+# The same app also runs behind the Lambda Web Adapter (run.sh: LlmStreamFunction, a
+# response-streaming function URL for `stream: true`), where the adapter calls these instead.
+snapstart.add_adapter_routes(app, _before_snapshot, _after_restore)
 
 handler = lambda_handler(app)

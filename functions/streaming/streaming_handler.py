@@ -10,8 +10,6 @@ from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from agent_patterns import snapstart
-from agent_patterns.config import on_lambda
-from agent_patterns.errors import NotFoundError
 from agent_patterns.streaming import run_streams
 from agent_patterns.streaming.sse import build_sse_response
 from agent_patterns.web import create_app
@@ -53,8 +51,8 @@ async def run_viewer(run_id: str) -> HTMLResponse:
 # 403 to anyone else asking for them. Before the snapshot: import what the first stream would
 # (the Redis and Postgres clients, PyJWT), nothing connects. After a restore: sockets in the
 # snapshot are dead, so the clients are dropped (never used) and made anew; the PRNG is reseeded.
-SNAPSTART_BEFORE_CHECKPOINT_PATH = "/_snapstart/before-checkpoint"
-SNAPSTART_AFTER_RESTORE_PATH = "/_snapstart/after-restore"
+SNAPSTART_BEFORE_CHECKPOINT_PATH = snapstart.ADAPTER_BEFORE_CHECKPOINT_PATH
+SNAPSTART_AFTER_RESTORE_PATH = snapstart.ADAPTER_AFTER_RESTORE_PATH
 PRELOAD = (*snapstart.BACKEND_MODULES, "jwt")
 
 
@@ -66,20 +64,4 @@ def _after_restore() -> None:
     snapstart.reset_after_restore()
 
 
-def _adapter_only() -> None:
-    if not on_lambda():  # the dev server and tests have no snapshots to prepare for
-        raise NotFoundError("not found")
-
-
-@app.post(SNAPSTART_BEFORE_CHECKPOINT_PATH, status_code=204, include_in_schema=False)
-async def before_checkpoint() -> Response:
-    _adapter_only()
-    _before_snapshot()
-    return Response(status_code=204)
-
-
-@app.post(SNAPSTART_AFTER_RESTORE_PATH, status_code=204, include_in_schema=False)
-async def after_restore() -> Response:
-    _adapter_only()
-    _after_restore()
-    return Response(status_code=204)
+snapstart.add_adapter_routes(app, _before_snapshot, _after_restore)

@@ -109,9 +109,9 @@ def issue_stream_token(
 _jwks_clients: dict[str, Any] = {}
 
 
-def verify_idp_token(token: str, settings: CoreSettings | None = None) -> Tenant:
-    """The tenant of an identity provider's JWT, checked against its JWKS (for the function URL,
-    which has no API Gateway authorizer in front of it)."""
+def idp_claims(token: str, settings: CoreSettings | None = None) -> dict[str, Any]:
+    """The claims of an identity provider's JWT, checked against its JWKS: for function URLs,
+    which have no API Gateway authorizer in front of them."""
     import jwt
 
     settings = settings or get_settings()
@@ -136,9 +136,33 @@ def verify_idp_token(token: str, settings: CoreSettings | None = None) -> Tenant
         raise UnauthorizedError("token expired: get a new one") from exc
     except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
         raise UnauthorizedError("invalid token") from exc
+    return dict(claims)
+
+
+def verify_idp_token(token: str, settings: CoreSettings | None = None) -> Tenant:
+    """The tenant of an identity provider's JWT, checked against its JWKS."""
+    settings = settings or get_settings()
+    return _tenant_of_claims(idp_claims(token, settings), settings)
+
+
+def _tenant_of_claims(claims: Mapping[str, Any], settings: CoreSettings) -> Tenant:
     if settings.tenant_claim not in claims:
         raise UnauthorizedError(f"no authenticated tenant: the JWT has no {settings.tenant_claim!r} claim")
     return tenant(str(claims[settings.tenant_claim]))
+
+
+def _aws_claims(
+    headers: Mapping[str, str], aws_event: Mapping[str, Any] | None, settings: CoreSettings
+) -> Mapping[str, Any]:
+    """On AWS: the claims API Gateway's JWT authorizer verified, or, for a request that came
+    through a function URL (no authorizer), the bearer JWT verified here against the JWKS."""
+    claims = ((aws_event or {}).get("requestContext") or {}).get("authorizer", {}).get("jwt", {}).get("claims")
+    if claims:
+        return dict(claims)
+    token = bearer_token(headers)
+    if token is None:
+        raise UnauthorizedError("missing bearer token: send 'Authorization: Bearer <JWT>'")
+    return idp_claims(token, settings)
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -155,10 +179,7 @@ def tenant_from_request(
     """The authenticated tenant of a request, from JWT authorizer claims or a local bearer token."""
     settings = settings or get_settings()
     if settings.effective_auth_mode == "apigateway":
-        claims = ((aws_event or {}).get("requestContext") or {}).get("authorizer", {}).get("jwt", {}).get("claims")
-        if not claims or settings.tenant_claim not in claims:
-            raise UnauthorizedError(f"no authenticated tenant: the JWT has no {settings.tenant_claim!r} claim")
-        return tenant(str(claims[settings.tenant_claim]))
+        return _tenant_of_claims(_aws_claims(headers, aws_event, settings), settings)
     token = bearer_token(headers)
     if token is None:
         raise UnauthorizedError(
@@ -187,9 +208,7 @@ def operator_from_request(
     (`agent-patterns token --operator`)."""
     settings = settings or get_settings()
     if settings.effective_auth_mode == "apigateway":
-        claims = ((aws_event or {}).get("requestContext") or {}).get("authorizer", {}).get("jwt", {}).get("claims")
-        if not claims:
-            raise UnauthorizedError("no authenticated caller")
+        claims = _aws_claims(headers, aws_event, settings)
         if settings.operator_group not in _groups(claims.get(settings.operator_claim)):
             raise ForbiddenError(f"operators only: the caller is not in group {settings.operator_group!r}")
         return str(claims.get("sub") or claims.get("username") or "operator")
