@@ -21,6 +21,8 @@ FUNCTIONS = ("llm", "search", "crawl", "streaming")
 ROUTES: tuple[tuple[str, str], ...] = (
     ("/v1/llm/", "llm"),
     ("/v1/usage", "llm"),
+    ("/v1/chat/", "llm"),
+    ("/v1/models", "llm"),
     ("/v1/admin/", "llm"),
     ("/v1/documents", "search"),
     ("/v1/search", "search"),
