@@ -1,10 +1,11 @@
 """LLM gateway overhead: our cache-hit and miss paths against LiteLLM and the raw SDK.
 
 In one run, against one stub provider (an OpenAI-compatible server on localhost, in its own
-process) and one Redis (embedded, on TCP so LiteLLM can use it too):
+process), one Redis (embedded, on TCP so LiteLLM can use it too) and the embedded Postgres (tenant
+limits and the usage ledger):
 
 (a) cache hits: ours from memory, ours from Redis, LiteLLM's Redis cache hit, a raw Redis GET;
-(b) misses: ours (cache, budget reserve/settle, provider call, cache write) vs a raw `openai`
+(b) misses: ours (cache, budget reserve, provider call, ledger row, settle, cache write) vs a raw `openai`
     SDK call to the same stub: the overhead we add;
 (c) the budget gate: reservations + settlements per second with 50 in flight, and exactness.
 
@@ -66,6 +67,8 @@ async def main_async(n: int) -> None:
         [sys.executable, "-m", "uvicorn", "llm_stub_app:app", "--port", str(stub_port), "--log-level", "warning"],
         cwd=ROOT / "bench",
     )
+    from agent_patterns_dev import embedded
+
     os.environ.update(
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         OPENAI_API_KEY="sk-bench",
@@ -75,6 +78,7 @@ async def main_async(n: int) -> None:
         AGENT_PATTERNS_DATA_DIR=tempfile.mkdtemp(),
     )
     try:
+        os.environ["DATABASE_URL"] = embedded.database_url(Path(tempfile.mkdtemp()))  # limits, usage ledger
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", stub_port), 0.2).close()
@@ -146,10 +150,10 @@ async def main_async(n: int) -> None:
 
         async def one(i: int) -> None:
             async with sem:
-                r = await budget.reserve(t2, 100, 10**12)
+                r = await budget.reserve(t2, 100, 0, budget.Limits(daily_tokens=10**12), lease_seconds=60)
                 assert isinstance(r, budget.Reservation)
                 actual = 37 + i % 50
-                await budget.settle(r, actual)
+                await budget.settle(t2, r.id, r.day, actual, 0)
                 settled.append(actual)
 
         started = time.perf_counter()
@@ -164,6 +168,7 @@ async def main_async(n: int) -> None:
     finally:
         stub.terminate()
         server.shutdown()
+        embedded.stop()
 
 
 def main() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from agent_patterns.config import reset_settings
 
 
 @pytest.fixture
@@ -23,3 +27,48 @@ def sent(settings_env: pytest.MonkeyPatch, site: Any) -> Iterator[list[dict[str,
     set_local_consumer(messages.append)
     yield messages
     set_local_consumer(None)
+
+
+@pytest.fixture
+def identity_provider(settings_env: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An OIDC-style issuer on localhost serving its JWKS, as Cognito would on AWS."""
+    import http.server
+    import threading
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    issuer = f"http://127.0.0.1:{httpd.server_address[1]}"
+    settings_env.setenv("AUTH_MODE", "apigateway")
+    settings_env.setenv("JWT_ISSUER", issuer)
+    settings_env.setenv("JWT_AUDIENCE", "agent-app")
+    reset_settings()
+
+    def mint(tenant: str, *, issuer_override: str | None = None, audience: str = "agent-app") -> str:
+        claims = {
+            "sub": "user-1",
+            "tenant_id": tenant,
+            "iss": issuer_override or issuer,
+            "aud": audience,
+            "exp": int(time.time()) + 300,
+        }
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+    yield mint
+    httpd.shutdown()

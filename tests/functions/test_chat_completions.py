@@ -253,7 +253,7 @@ async def reserved(tenant_id: str) -> int:
     return (await budget.usage(tenant_id)).reserved
 
 
-ASK = [{"role": "user", "content": "Tell me about the sea in a few words."}]
+ASK: Any = [{"role": "user", "content": "Tell me about the sea in a few words."}]
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
@@ -388,3 +388,17 @@ async def test_a_streamed_tool_call_assembles_to_the_same_call(
     assert finish == "tool_calls" and len(calls) == 1
     assert calls[0]["name"] == "get_weather" and json.loads(calls[0]["arguments"]) == {"city": "Rome"}
     assert calls[0]["id"]
+
+
+async def test_behind_a_function_url_the_bearer_jwt_is_checked_against_the_identity_provider(
+    llm_api: LiveServer, stub: StubProviders, identity_provider: Any
+) -> None:
+    """LlmStreamFunction has no API Gateway authorizer in front: the app verifies the JWT."""
+    idp = openai.AsyncOpenAI(base_url=f"{llm_api.url}/v1", api_key=identity_provider("acme"), max_retries=0)
+    forged = openai.AsyncOpenAI(base_url=f"{llm_api.url}/v1", api_key=issue_token("acme"), max_retries=0)
+    async with idp, forged:
+        stream = await idp.chat.completions.create(model="default", messages=ASK, stream=True)
+        text, _, _ = await _collect(stream)
+        assert text
+        with pytest.raises(openai.AuthenticationError):  # a locally signed token is no identity on AWS
+            await forged.chat.completions.create(model="default", messages=ASK)
