@@ -85,7 +85,11 @@ async def test_backend_unavailable_says_when_to_retry(client: httpx.AsyncClient)
         response = await client.get(f"/unavailable/{seconds}")
         assert response.status_code == 503 and response.headers["retry-after"] == str(seconds)
         error = response.json()["error"]
-        assert (error["code"], error["message"], error["type"]) == ("backend_unavailable", "Redis is down", "server_error")
+        assert (error["code"], error["message"], error["type"]) == (
+            "backend_unavailable",
+            "Redis is down",
+            "server_error",
+        )
     assert "retry-after" not in (await client.get("/raise/NotFoundError")).headers
 
 

@@ -234,3 +234,20 @@ async def test_a_monthly_budget_counts_every_day_of_the_month_and_retries_next_m
     expected = (first_of_next - dt.datetime.now(dt.UTC)).total_seconds()
     assert abs(int(info.value.headers["Retry-After"]) - expected) <= 2
     assert stub.calls["openai"] == 0
+
+
+async def test_cache_hits_reach_the_ledger_in_one_row_with_the_next_write(stub: StubProviders) -> None:
+    t, p = tenant(), prompt()
+    await call_llm(p, t, BIG, "default", max_tokens=20)
+    for _ in range(5):
+        assert (await call_llm(p, t, BIG, "default", max_tokens=20)).cached
+    async with connection() as db:
+        cur = await db.execute("SELECT count(*) FROM agent_patterns.llm_usage WHERE tenant_id = %s AND cache_hit", (t,))
+        assert (await cur.fetchone()) == (0,)  # a hit costs no Postgres round trip
+    await call_llm(prompt(), t, BIG, "default", max_tokens=20)  # the next write carries them
+    async with connection() as db:
+        cur = await db.execute(
+            "SELECT calls, tokens, cost_nanousd FROM agent_patterns.llm_usage WHERE tenant_id = %s AND cache_hit",
+            (t,),
+        )
+        assert await cur.fetchall() == [(5, 0, 0)]

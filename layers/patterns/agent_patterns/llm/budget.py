@@ -26,7 +26,7 @@ from agent_patterns.backends import get_redis
 from agent_patterns.backends.redis import LuaScript
 
 MESSAGE_OVERHEAD_TOKENS = 16
-SETTLED_KEPT_S = 3 * 86_400  # how long a settled id is remembered (retries come within seconds)
+SETTLED_KEPT_S = 3600  # how long a settled id is remembered: retries come within seconds, leases end in minutes
 RATE_WINDOW_S = 60
 REAP_CLAIM_S = 5  # an expired reservation being reaped is hidden this long (then reaped again)
 

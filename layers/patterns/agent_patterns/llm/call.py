@@ -124,27 +124,11 @@ async def _hit(tenant_id: str, value: dict[str, Any], layer: str, started: float
 
 
 async def _record_hit(tenant_id: str, value: dict[str, Any], started: float) -> None:
-    """Cache hits are in the ledger too (usage reports count them); they cost nothing."""
-    import datetime as dt
-    import uuid
-
+    """Cache hits are in the ledger too (usage reports count them), in batches: they cost nothing."""
     from agent_patterns.llm import ledger
 
-    entry = ledger.Entry(
-        reservation_id=str(uuid.uuid4()),
-        tenant_id=tenant_id,
-        day=dt.datetime.now(dt.UTC).date().isoformat(),
-        provider=value["provider"],
-        model=value["model"],
-        tokens=0,
-        cost_nanousd=0,
-        latency_ms=round((time.perf_counter() - started) * 1000, 2),
-        cache_hit=True,
-    )
-    try:
-        await ledger.record(entry)
-    except Exception:
-        logger.warning("cache hit not recorded in the usage ledger", exc_info=True)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    await ledger.record_hit(tenant_id, day, value["provider"], value["model"])
 
 
 def _refused(tenant_id: str, refusal: budget.Refusal, amount: int, nanousd: int) -> Exception:

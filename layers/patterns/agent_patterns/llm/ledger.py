@@ -59,10 +59,19 @@ USAGE = Component(
                 ),
             ],
         ),
+        Migration(
+            2,
+            "cache hits recorded in batches: one row counts several calls",
+            lambda _schema: [
+                sql.SQL("ALTER TABLE agent_patterns.llm_usage ADD COLUMN calls integer NOT NULL DEFAULT 1"),
+            ],
+        ),
     ),
 )
 
 OUTBOX_FLUSH = 200
+HITS_FLUSH_AT = 100  # pending cache-hit rows that make a hit write them at once
+HITS_FLUSH_AFTER_S = 60.0  # ... or pending this long
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class Entry:
     cache_hit: bool = False
     request_id: str | None = None
     run_id: str | None = None
+    calls: int = 1
 
     def json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -95,19 +105,78 @@ _INSERT = sql.SQL(
 ).format(sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS), sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)))
 
 
+_insert_text: bytes | None = None  # the statement rendered once (composing it costs ~60 us per write)
+
+
 def _row(entry: Entry) -> tuple[Any, ...]:
     return tuple(getattr(entry, c) for c in _COLUMNS)
 
 
 async def record(*entries: Entry) -> None:
-    """Write rows (idempotent by reservation id); raises when Postgres is unreachable."""
-    async with connection() as db:
-        await ensure_global(db, USAGE)
-        if len(entries) == 1:
-            await db.execute(_INSERT, _row(entries[0]))
-            return
-        async with db.transaction(), db.cursor() as cur:
-            await cur.executemany(_INSERT, [_row(e) for e in entries])
+    """Write rows (idempotent by reservation id), with the cache hits waiting in this
+    environment; raises when Postgres is unreachable (the hits wait for the next write)."""
+    global _insert_text
+    hits = _take_hits()
+    rows = [*entries, *hits]
+    if not rows:
+        return
+    try:
+        async with connection() as db:
+            await ensure_global(db, USAGE)
+            if _insert_text is None:
+                _insert_text = _INSERT.as_bytes(db)
+            if len(rows) == 1:
+                await db.execute(_insert_text, _row(rows[0]))
+                return
+            async with db.transaction(), db.cursor() as cur:
+                await cur.executemany(_insert_text, [_row(e) for e in rows])
+    except BaseException:
+        _pending_hits.extend(hits)
+        raise
+
+
+# Cache hits cost nothing, so they are not worth a Postgres round trip each: they wait here (one
+# row per tenant, day, provider and model, counting calls) and go with the next ledger write, or
+# at HITS_FLUSH_AT rows or after HITS_FLUSH_AFTER_S. An environment that dies takes its unwritten
+# hit counts along (reports only: no spend is ever at stake in a hit).
+_pending_hits: list[Entry] = []
+_hit_counts: dict[tuple[str, str, str, str], int] = {}
+_hits_since = 0.0
+
+
+def _take_hits() -> list[Entry]:
+    import uuid
+
+    rows = [
+        Entry(str(uuid.uuid4()), tenant, day, provider, model, 0, 0, cache_hit=True, calls=n)
+        for (tenant, day, provider, model), n in _hit_counts.items()
+    ]
+    _hit_counts.clear()
+    rows += _pending_hits
+    _pending_hits.clear()
+    return rows
+
+
+async def record_hit(tenant_id: str, day: str, provider: str, model: str) -> None:
+    """Count a cache hit; written in a batch (see above)."""
+    import time
+
+    global _hits_since
+    if not _hit_counts and not _pending_hits:
+        _hits_since = time.monotonic()
+    key = (tenant_id, day, provider, model)
+    _hit_counts[key] = _hit_counts.get(key, 0) + 1
+    if len(_hit_counts) >= HITS_FLUSH_AT or time.monotonic() - _hits_since >= HITS_FLUSH_AFTER_S:
+        try:
+            await record()
+        except Exception:
+            logger.warning("cache hits not written to the usage ledger yet", exc_info=True)
+
+
+async def flush_hits() -> None:
+    """Write the hits waiting in this environment now (reports that must include them)."""
+    if _hit_counts or _pending_hits:
+        await record()
 
 
 async def flush_outbox() -> int:
@@ -138,9 +207,9 @@ async def seed_sums(tenant_id: str, day: dt.date, lease_seconds: float) -> SeedS
             " coalesce(sum(cost_nanousd) FILTER (WHERE day = %s), 0),"
             " coalesce(sum(tokens), 0), coalesce(sum(cost_nanousd), 0),"
             " coalesce(array_agg(reservation_id::text)"
-            " FILTER (WHERE created_at > now() - make_interval(secs => %s)), '{}')"
+            " FILTER (WHERE day = %s AND NOT cache_hit AND created_at > now() - make_interval(secs => %s)), '{}')"
             " FROM agent_patterns.llm_usage WHERE tenant_id = %s AND day >= %s AND day <= %s",
-            (day, day, lease_seconds * 2 + 60, tenant_id, first, day),
+            (day, day, day, lease_seconds * 2 + 60, tenant_id, first, day),
         )
         row = await cur.fetchone()
     assert row is not None

@@ -29,14 +29,16 @@ async def report(tenant_id: str, start: dt.date, end: dt.date, group_by: GroupBy
 
     from agent_patterns.backends import connection
     from agent_patterns.backends.migrations import ensure_global
-    from agent_patterns.llm.ledger import USAGE
+    from agent_patterns.llm.ledger import USAGE, flush_hits
 
     column = sql.Identifier("model" if group_by == "model" else "day")
+    await flush_hits()  # this environment's hits count too
     async with connection() as db:
         await ensure_global(db, USAGE)
         cur = await db.execute(
             sql.SQL(
-                "SELECT {col}, count(*) FILTER (WHERE NOT cache_hit), count(*) FILTER (WHERE cache_hit),"
+                "SELECT {col}, coalesce(sum(calls) FILTER (WHERE NOT cache_hit), 0),"
+                " coalesce(sum(calls) FILTER (WHERE cache_hit), 0),"
                 " sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(cache_write_tokens),"
                 " sum(tokens), sum(cost_nanousd) FROM agent_patterns.llm_usage"
                 " WHERE tenant_id = %s AND day BETWEEN %s AND %s GROUP BY {col} ORDER BY {col}"
