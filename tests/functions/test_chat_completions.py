@@ -402,3 +402,39 @@ async def test_behind_a_function_url_the_bearer_jwt_is_checked_against_the_ident
         assert text
         with pytest.raises(openai.AuthenticationError):  # a locally signed token is no identity on AWS
             await forged.chat.completions.create(model="default", messages=ASK)
+
+
+async def test_long_stable_prefixes_get_anthropic_cache_breakpoints_and_cache_tokens_are_priced(
+    llm_api: LiveServer, stub: StubProviders, settings_env: pytest.MonkeyPatch
+) -> None:
+    from agent_patterns.config import reset_settings
+    from agent_patterns.llm.pricing import cost_usd
+
+    settings_env.setenv("LLM_AUTO_PROMPT_CACHE", "true")
+    settings_env.setenv("LLM_AUTO_PROMPT_CACHE_MIN_CHARS", "200")
+    reset_settings()
+    stub.default["openai"] = {"status": 503}
+    stub.default["anthropic"] = {"ok": {"cache_read": 300, "cache_write": 40}}
+    long_system = "You are a careful assistant. " * 20
+    async with client(llm_api, tenant()) as sdk:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="default",
+            messages=[{"role": "system", "content": long_system}, {"role": "user", "content": "hi"}],
+            tools=[WEATHER],
+            temperature=0,
+        )
+        await sdk.chat.completions.create(model="default", messages=ASK, temperature=0)
+    body = [b for p, b in stub.requests if p == "anthropic"]
+    assert body[0]["system"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "cache_control" not in body[0]["tools"][-1]  # one short tool: below the threshold
+    assert all("cache_control" not in block for block in body[1].get("system", []))
+    reply = raw.parse()
+    assert reply.usage.prompt_tokens_details.cached_tokens == 300
+    expected = cost_usd(
+        "claude-sonnet-5-5",
+        input_tokens=reply.usage.prompt_tokens - 340,
+        output_tokens=reply.usage.completion_tokens,
+        cached_input_tokens=300,
+        cache_write_tokens=40,
+    )
+    assert abs(float(raw.headers["x-agent-patterns-cost-usd"]) - expected) < 1e-9

@@ -34,6 +34,12 @@ class LlmSettings(FunctionSettings):
         30.0, ge=0, description="A reservation's lease beyond the call's deadline; then it is reaped."
     )
     llm_budget_fail_open: bool = Field(False, description="Allow calls when the budget store is down.")
+    llm_auto_prompt_cache: bool = Field(
+        False, description="Add Anthropic cache breakpoints to long system prompts and tool lists."
+    )
+    llm_auto_prompt_cache_min_chars: int = Field(
+        4096, ge=1, description="How long a system prompt or tool list must be for an automatic breakpoint."
+    )
     llm_default_max_tokens: int = Field(
         1024, ge=1, description="Answer limit of a chat request that sets no max_tokens (a reservation needs one)."
     )

@@ -194,6 +194,7 @@ def anthropic_kwargs(req: ChatRequest, model: str, max_tokens: int) -> dict[str,
         kwargs["tool_choice"] = {"type": "tool", "name": fmt.json_schema.name}
     elif fmt is not None and fmt.type == "json_object":
         system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
+    _auto_cache_breakpoints(system, tools)
     if tools:
         kwargs["tools"] = tools
     if "tool_choice" not in kwargs and req.tool_choice is not None:
@@ -212,6 +213,21 @@ def anthropic_kwargs(req: ChatRequest, model: str, max_tokens: int) -> dict[str,
         kwargs["metadata"] = {"user_id": req.user}
     # Current Claude models refuse sampling parameters: temperature and top_p are not sent.
     return kwargs
+
+
+def _auto_cache_breakpoints(system: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
+    """With LLM_AUTO_PROMPT_CACHE, a cache breakpoint after a long system prompt and after a long
+    tool list (the stable prefix agents resend every turn), unless the caller placed its own."""
+    from agent_patterns.llm.settings import llm_settings
+
+    settings = llm_settings()
+    if not settings.llm_auto_prompt_cache or any("cache_control" in b for b in [*system, *tools]):
+        return
+    least = settings.llm_auto_prompt_cache_min_chars
+    if tools and len(json.dumps(tools)) >= least:
+        tools[-1]["cache_control"] = {"type": "ephemeral"}
+    if system and sum(len(b.get("text", "")) for b in system) >= least:
+        system[-1]["cache_control"] = {"type": "ephemeral"}
 
 
 def answer_from_anthropic(msg: Any, req: ChatRequest, model: str) -> ChatAnswer:
