@@ -181,6 +181,9 @@ async def stub(stub_server: tuple[Any, LiveServer], settings_env: pytest.MonkeyP
     reset_clients()
     cache.memory.clear()
     await get_redis().delete("llm:breaker:openai:failures", "llm:breaker:openai:open")
+    from agent_patterns.llm import breaker
+
+    breaker.forget_state()
     return providers
 
 

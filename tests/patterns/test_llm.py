@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import math
+import os
 import subprocess
 import uuid
 
@@ -416,3 +417,31 @@ def test_the_llm_function_refuses_to_start_with_an_unpriced_model() -> None:
     script = "from agent_patterns_dev.gateway import load_function; load_function('llm')"
     out = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode != 0 and "no price for model 'gpt-unknown'" in out.stderr
+
+
+async def test_a_miss_costs_four_redis_round_trips(stub: StubProviders) -> None:
+    """Cache read + single-flight lock, reserve, settle, cache write + unlock: four scripts, and
+    nothing else while the breaker is closed and quiet (MONITOR, top-level commands only)."""
+    from redis.asyncio import Redis
+
+    t = tenant()
+    await call_llm(prompt(), t, BIG, "default")  # scripts loaded, counters seeded, limits cached
+    watcher = Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+    seen: list[str] = []
+    async with watcher.monitor() as monitor:
+
+        async def collect() -> None:
+            while True:
+                info = await monitor.next_command()
+                if info["command"].endswith("round-trips-done"):
+                    return
+                if info.get("client_type") != "lua":
+                    seen.append(info["command"].split()[0].upper())
+
+        task = asyncio.create_task(collect())
+        await asyncio.sleep(0.1)
+        await call_llm(prompt(), t, BIG, "default")
+        await get_redis().echo("round-trips-done")
+        await asyncio.wait_for(task, 10)
+    await watcher.aclose()
+    assert seen == ["EVALSHA"] * 4, seen

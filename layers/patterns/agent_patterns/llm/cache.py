@@ -8,21 +8,19 @@ make the cache a miss, never a failed call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
+import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from agent_patterns.backends import get_redis
-from agent_patterns.backends.redis import on_redis_outage, tolerate_redis_outage
+from agent_patterns.backends.redis import LuaScript, on_redis_outage, tolerate_redis_outage
 from agent_patterns.llm.settings import llm_settings
 
-if TYPE_CHECKING:
-    from redis.asyncio.lock import Lock
-
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 def cache_key(
@@ -46,7 +44,7 @@ def cache_key(
         "max_tokens": max_tokens,
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "llm:cache:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return "llm:cache:{" + hashlib.sha256(canonical.encode()).hexdigest() + "}"  # its lock on the same slot
 
 
 class MemoryCache:
@@ -82,6 +80,45 @@ class MemoryCache:
 memory = MemoryCache()
 
 
+@dataclass
+class Held:
+    """The single-flight lock this caller holds (its token), until it stores or gives up."""
+
+    key: str
+    token: str
+    released: bool = False
+
+
+# Read the answer, or take the single-flight lock when there is none: one round trip for both.
+LOOKUP = LuaScript("""
+local v = redis.call('GET', KEYS[1])
+if v then return {v, redis.call('PTTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, 1} end
+return {false, 0}
+""")
+# Store the answer and free the lock (if still ours): one round trip for both.
+STORE = LuaScript("""
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+""")
+UNLOCK = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+
+def lock_key(key: str) -> str:
+    return f"{key}:lock"
+
+
+def _remember(key: str, raw: str, pttl: int | None) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(raw)
+    if pttl and pttl > 0:
+        memory.put(key, value, pttl / 1000)  # never longer-lived than the Redis entry
+    return value
+
+
 async def get(key: str) -> tuple[dict[str, Any], str] | None:
     """The cached value and where it came from ("memory" or "redis"), or None."""
     value = memory.get(key)
@@ -98,36 +135,48 @@ async def get(key: str) -> tuple[dict[str, Any], str] | None:
     raw, pttl = await on_redis_outage("llm cache read (a miss)", read(), (None, None))
     if raw is None:
         return None
-    value = json.loads(raw)
-    if pttl and pttl > 0:
-        memory.put(key, value, pttl / 1000)  # never longer-lived than the Redis entry
-    return value, "redis"
+    return _remember(key, raw, pttl), "redis"
 
 
-async def put(key: str, value: dict[str, Any]) -> None:
+async def lookup(key: str, lock_ttl_s: float) -> tuple[tuple[dict[str, Any], str] | None, Held | bool]:
+    """The cached value and its layer; or None and the single-flight lock (a Held to keep while
+    asking the provider, False when another caller holds it, True when Redis is down: no
+    single-flight then, everyone proceeds)."""
+    value = memory.get(key)
+    if value is not None:
+        return (value, "memory"), True
+    token = uuid.uuid4().hex
+    reply = await on_redis_outage(
+        "llm cache read (a miss)", LOOKUP([key, lock_key(key)], [token, int(lock_ttl_s * 1000)]), None
+    )
+    if reply is None:
+        return None, True
+    raw, state = reply
+    if raw is not None:
+        return (_remember(key, raw, int(state)), "redis"), True
+    return None, Held(key, token) if int(state) == 1 else False
+
+
+async def put(key: str, value: dict[str, Any], held: Held | bool = True) -> None:
+    """Store an answer (and free the caller's lock in the same round trip)."""
     ttl = llm_settings().llm_cache_ttl_seconds
+    raw = json.dumps(value, separators=(",", ":"))
     with tolerate_redis_outage("llm cache write"):
-        await get_redis().set(key, json.dumps(value, separators=(",", ":")), ex=ttl)
+        if isinstance(held, Held) and not held.released:
+            await STORE([key, lock_key(key)], [raw, ttl, held.token])
+            held.released = True
+        else:
+            await STORE([key], [raw, ttl])
         memory.put(key, value, ttl)  # only what Redis holds too
 
 
-async def lock(key: str, ttl_s: float) -> Lock | bool:
-    """Single-flight: the held lock if this caller should make the call, False if another caller
-    holds it. With Redis down there is no single-flight: everyone proceeds (True)."""
-    held = get_redis().lock(f"{key}:lock", timeout=ttl_s, blocking=False, thread_local=False)
-    acquired = await on_redis_outage("llm single-flight lock", held.acquire(), None)
-    if acquired is None:
-        return True
-    return held if acquired else False
-
-
-async def unlock(held: Lock | bool) -> None:
-    if isinstance(held, bool):
+async def unlock(held: Held | bool) -> None:
+    """Free the lock if this caller still holds it (it failed, or answered without storing)."""
+    if not isinstance(held, Held) or held.released:
         return
-    from redis.exceptions import LockError
-
-    with tolerate_redis_outage("llm single-flight unlock"), contextlib.suppress(LockError):
-        await held.release()  # LockError: it expired (the call outlived its TTL); nothing to free
+    held.released = True
+    with tolerate_redis_outage("llm single-flight unlock"):
+        await UNLOCK([lock_key(held.key)], [held.token])
 
 
 async def wait_for(key: str, timeout_s: float) -> dict[str, Any] | None:
@@ -140,6 +189,6 @@ async def wait_for(key: str, timeout_s: float) -> dict[str, Any] | None:
         found = await get(key)
         if found is not None:
             return found[0]
-        if not await on_redis_outage("llm single-flight wait", get_redis().exists(f"{key}:lock"), 0):
+        if not await on_redis_outage("llm single-flight wait", get_redis().exists(lock_key(key)), 0):
             return None  # the holder finished without a result (it failed): try ourselves
     return None

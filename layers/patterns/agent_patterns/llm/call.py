@@ -17,8 +17,6 @@ from agent_patterns.observability import logger, metrics
 from agent_patterns.tenancy import validate_tenant_id
 
 if TYPE_CHECKING:
-    from redis.asyncio.lock import Lock
-
     from agent_patterns.llm.ledger import Entry
 
 
@@ -84,26 +82,29 @@ async def call_llm(
         return LLMResult(value["content"], 0, 0.0, True, value["provider"], value["model"])
     try:
         return await _call_and_cache(
-            key, route, tenant_id, daily_budget, providers.Request(prompt, system, max_tokens, temperature), started
+            key,
+            route,
+            tenant_id,
+            daily_budget,
+            providers.Request(prompt, system, max_tokens, temperature),
+            started,
+            held,
         )
     finally:
         await cache.unlock(held)
 
 
-async def _lookup(key: str) -> tuple[tuple[dict[str, Any], str] | None, Lock | bool]:
+async def _lookup(key: str) -> tuple[tuple[dict[str, Any], str] | None, cache.Held | bool]:
     """A cached answer (and the layer it came from), or the single-flight lock to hold while
     asking the provider: identical concurrent misses wait for the first one's answer."""
-    found = await cache.get(key)
-    held: Lock | bool = True
-    if found is None:
-        wait_s = llm_settings().llm_singleflight_wait_seconds
-        held = await cache.lock(key, wait_s + 5)
-        if held is False:  # someone is already asking exactly this: wait for their answer
-            value = await cache.wait_for(key, wait_s)
-            if value is not None:
-                found = (value, "singleflight")
-            else:  # they failed or took too long: ask ourselves, with the lock if it is free now
-                held = await cache.lock(key, wait_s + 5) or True
+    wait_s = llm_settings().llm_singleflight_wait_seconds
+    found, held = await cache.lookup(key, wait_s + 5)
+    if found is None and held is False:  # someone is already asking exactly this: wait for their answer
+        value = await cache.wait_for(key, wait_s)
+        if value is not None:
+            return (value, "singleflight"), True
+        found, held = await cache.lookup(key, wait_s + 5)  # they failed or took too long: ask ourselves
+        held = held or True
     return found, held
 
 
@@ -332,7 +333,13 @@ async def metered[T](
 
 
 async def _call_and_cache(
-    key: str, route: Route, tenant_id: str, daily_budget: int, req: providers.Request, started: float
+    key: str,
+    route: Route,
+    tenant_id: str,
+    daily_budget: int,
+    req: providers.Request,
+    started: float,
+    held: cache.Held | bool,
 ) -> LLMResult:
     chain = providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
 
@@ -350,7 +357,8 @@ async def _call_and_cache(
     models = [model for _, model in chain]
     done, spent = await metered(tenant_id, models, input_bytes, req.max_tokens, daily_budget, started, run)
     completion = done.answer
-    await cache.put(key, {"content": completion.content, "provider": completion.provider, "model": completion.model})
+    value = {"content": completion.content, "provider": completion.provider, "model": completion.model}
+    await cache.put(key, value, held)
     return LLMResult(
         completion.content, done.tokens, spent.cost_usd, False, completion.provider, completion.model, spent.rate
     )

@@ -46,7 +46,7 @@ def chat_cache_key(tenant_id: str, alias: str, req: ChatRequest, max_tokens: int
     material.update({"v": CHAT_KEY_VERSION, "tenant": tenant_id, "route": alias, "max_tokens": max_tokens})
     material.pop("max_completion_tokens", None)
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "llm:chat:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return "llm:chat:{" + hashlib.sha256(canonical.encode()).hexdigest() + "}"  # its lock on the same slot
 
 
 def _cached_value(answer: ChatAnswer) -> dict[str, Any]:
@@ -92,7 +92,7 @@ async def call_chat(
         models = [model for _, model in chain]
         done, spent = await metered(tenant_id, models, req.size_bytes(), max_tokens, daily_budget, started, run)
         if key is not None:
-            await cache.put(key, _cached_value(done.answer))
+            await cache.put(key, _cached_value(done.answer), held)
         return _result(done, spent)
     finally:
         if key is not None:

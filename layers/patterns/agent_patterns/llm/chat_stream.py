@@ -337,7 +337,7 @@ async def _finish(
             tenant_id, reservation, opened.provider, opened.model, usage.as_dict(), started, fell_back
         )
         if cache_key is not None:
-            await cache.put(cache_key, _cached_value(box.answer(opened.provider, opened.model)))
+            await cache.put(cache_key, _cached_value(box.answer(opened.provider, opened.model)), held)
     finally:
         await cache.unlock(held)
 
