@@ -44,8 +44,6 @@ async def test_one_process_follows_many_more_runs_than_it_has_connections(
         results = await asyncio.gather(*consumers)
     expected = [("queued", None), *(("running", i) for i in range(5)), ("complete", None)]
     assert all(got == expected for got in results), [got for got in results if got != expected][:2]
-    clients = await get_redis().client_list()
-    assert len([c for c in clients if c.get("name") == "agent-patterns"]) <= 6
     assert not any(run_id in feeds.active_feeds() for run_id in runs)  # every feed left with its run
 
 

@@ -248,6 +248,7 @@ async def test_lost_replies_killed_calls_and_failing_providers_never_overspend(
         assert watch.peak_tokens <= daily and now.used <= daily
     else:
         assert watch.peak_nanousd <= cap and now.used_nanousd <= cap
+    stub.default["openai"] = stub.default["anthropic"] = {}
     after = await call_llm(prompt(), t, daily, "default", max_tokens=5)  # not locked out
     assert after.tokens_used > 0
 

@@ -156,9 +156,9 @@ def _aws_claims(
 ) -> Mapping[str, Any]:
     """On AWS: the claims API Gateway's JWT authorizer verified, or, for a request that came
     through a function URL (no authorizer), the bearer JWT verified here against the JWKS."""
-    claims = ((aws_event or {}).get("requestContext") or {}).get("authorizer", {}).get("jwt", {}).get("claims")
-    if claims:
-        return dict(claims)
+    if aws_event is not None:  # through API Gateway: its authorizer's claims are the only source
+        claims = (aws_event.get("requestContext") or {}).get("authorizer", {}).get("jwt", {}).get("claims")
+        return dict(claims or {})
     token = bearer_token(headers)
     if token is None:
         raise UnauthorizedError("missing bearer token: send 'Authorization: Bearer <JWT>'")
