@@ -17,7 +17,7 @@ from typing import Any, Literal
 from agent_patterns.llm import cache, providers
 from agent_patterns.llm.call import Metered, Spent, _hit, _lookup, metered
 from agent_patterns.llm.chat import ChatAnswer, ChatRequest, Usage
-from agent_patterns.llm.routing import route_for_model
+from agent_patterns.llm.routing import Route, route_for_model
 from agent_patterns.llm.settings import llm_settings
 from agent_patterns.tenancy import validate_tenant_id
 
@@ -65,17 +65,35 @@ def _from_cache(value: dict[str, Any]) -> ChatAnswer:
     )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a chat request resolves to before anything is spent."""
+
+    route: Route
+    max_tokens: int
+    models: list[str]  # of the providers configured, in order
+    cache_key: str | None
+
+
+def plan(req: ChatRequest, tenant_id: str, cache_mode: CacheMode) -> Plan:
+    """Model route, answer limit, providers (503 when none is configured, before any budget)
+    and cache key (None when the answer must not be cached)."""
+    validate_tenant_id(tenant_id)
+    settings = llm_settings()
+    route = route_for_model(req.model)
+    max_tokens = req.output_limit(default=settings.llm_default_max_tokens, ceiling=settings.llm_max_tokens_limit)
+    models = [model for _, model in providers.chain_for(route)]
+    key = chat_cache_key(tenant_id, route.alias, req, max_tokens) if cacheable(req, cache_mode) else None
+    return Plan(route, max_tokens, models, key)
+
+
 async def call_chat(
     req: ChatRequest, tenant_id: str, *, daily_budget: int | None = None, cache_mode: CacheMode = "auto"
 ) -> ChatResult:
     """One chat answer for `tenant_id`, within its budgets and rates."""
     started = time.perf_counter()
-    validate_tenant_id(tenant_id)
-    settings = llm_settings()
-    route = route_for_model(req.model)
-    max_tokens = req.output_limit(default=settings.llm_default_max_tokens, ceiling=settings.llm_max_tokens_limit)
-    chain = providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
-    key = chat_cache_key(tenant_id, route.alias, req, max_tokens) if cacheable(req, cache_mode) else None
+    p = plan(req, tenant_id, cache_mode)
+    route, max_tokens, key = p.route, p.max_tokens, p.cache_key
     held: Any = True
     if key is not None:
         found, held = await _lookup(key)
@@ -89,8 +107,7 @@ async def call_chat(
             answer, fell_back = await providers.complete_chat(route, req, max_tokens)
             return Metered(answer, answer.provider, answer.model, answer.usage.as_dict(), fell_back)
 
-        models = [model for _, model in chain]
-        done, spent = await metered(tenant_id, models, req.size_bytes(), max_tokens, daily_budget, started, run)
+        done, spent = await metered(tenant_id, p.models, req.size_bytes(), max_tokens, daily_budget, started, run)
         if key is not None:
             await cache.put(key, _cached_value(done.answer), held)
         return _result(done, spent)

@@ -31,12 +31,9 @@ from agent_patterns.llm.call import (
     release_reservation,
 )
 from agent_patterns.llm.chat import ChatAnswer, ChatRequest, FinishReason, Usage
-from agent_patterns.llm.chat_call import CacheMode, _cached_value, cacheable, chat_cache_key
+from agent_patterns.llm.chat_call import CacheMode, _cached_value, plan
 from agent_patterns.llm.openai_wire import DONE, chunk, completion_id, error_chunk, usage_chunk
-from agent_patterns.llm.routing import route_for_model
-from agent_patterns.llm.settings import llm_settings
 from agent_patterns.observability import logger
-from agent_patterns.tenancy import validate_tenant_id
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 Event = tuple[str, Any]  # ("delta", {...}) | ("finish", reason) | ("usage", Usage)
@@ -200,13 +197,9 @@ async def stream_chat(
     """A StreamingResponse of the answer in OpenAI's chunk format (or an error before it starts)."""
 
     started = time.perf_counter()
-    validate_tenant_id(tenant_id)
-    settings = llm_settings()
-    route = route_for_model(req.model)
-    max_tokens = req.output_limit(default=settings.llm_default_max_tokens, ceiling=settings.llm_max_tokens_limit)
-    chain = providers.chain_for(route)
+    p = plan(req, tenant_id, cache_mode)
+    route, max_tokens, key = p.route, p.max_tokens, p.cache_key
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    key = chat_cache_key(tenant_id, route.alias, req, max_tokens) if cacheable(req, cache_mode) else None
     held: Any = True
     if key is not None:
         found, held = await _lookup(key)
@@ -217,8 +210,7 @@ async def stream_chat(
             return StreamingResponse(_replay(value, include_usage), media_type="text/event-stream", headers=headers)
     try:
         input_bytes = req.size_bytes()
-        models = [m for _, m in chain]
-        reservation = await open_reservation(tenant_id, models, input_bytes, max_tokens, daily_budget)
+        reservation = await open_reservation(tenant_id, p.models, input_bytes, max_tokens, daily_budget)
         box = _Answer()
         try:
             opened, fell_back = await _open(route, req, max_tokens, box)

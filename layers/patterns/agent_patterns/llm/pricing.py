@@ -48,21 +48,24 @@ def price(model: str) -> Price:
 NANO = Decimal(1_000_000_000)
 
 
+def _cost(
+    model: str, input_tokens: int, output_tokens: int, cached_input_tokens: int, cache_write_tokens: int
+) -> Decimal:
+    """Exact cost in USD; `input_tokens` are the uncached, unwritten input tokens."""
+    p = price(model)
+    return (
+        input_tokens * p.input
+        + cached_input_tokens * p.cached_input
+        + cache_write_tokens * p.cache_write
+        + output_tokens * p.output
+    ) / MILLION
+
+
 def cost_nanousd(
     model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, cache_write_tokens: int = 0
 ) -> int:
     """Exact cost in nano-dollars (integers add up exactly in Redis and Postgres), rounded up."""
-    p = price(model)
-    total = (
-        (
-            input_tokens * p.input
-            + cached_input_tokens * p.cached_input
-            + cache_write_tokens * p.cache_write
-            + output_tokens * p.output
-        )
-        * NANO
-        / MILLION
-    )
+    total = _cost(model, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens) * NANO
     return int(total.to_integral_value(rounding="ROUND_CEILING"))
 
 
@@ -81,11 +84,5 @@ def cost_usd(
     model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, cache_write_tokens: int = 0
 ) -> float:
     """Exact cost; `input_tokens` are the uncached, unwritten input tokens."""
-    p = price(model)
-    total = (
-        input_tokens * p.input
-        + cached_input_tokens * p.cached_input
-        + cache_write_tokens * p.cache_write
-        + output_tokens * p.output
-    ) / MILLION
+    total = _cost(model, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens)
     return float(total.quantize(Decimal("0.0000000001")))
