@@ -438,3 +438,21 @@ async def test_long_stable_prefixes_get_anthropic_cache_breakpoints_and_cache_to
         cache_write_tokens=40,
     )
     assert abs(float(raw.headers["x-agent-patterns-cost-usd"]) - expected) < 1e-9
+
+
+async def test_image_parts_reach_anthropic_as_image_blocks(llm_api: LiveServer, stub: StubProviders) -> None:
+    stub.default["openai"] = {"status": 503}
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    content = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+    ]
+    async with client(llm_api, tenant()) as sdk:
+        reply = await sdk.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": content}], temperature=0
+        )
+    assert reply.choices[0].message.content
+    blocks = [b for p, b in stub.requests if p == "anthropic"][-1]["messages"][0]["content"]
+    assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": pixel}}
+    assert blocks[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
