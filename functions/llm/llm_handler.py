@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_patterns import snapstart
 from agent_patterns.llm import call_llm
+from agent_patterns.llm.answer import AnswerRequest
 from agent_patterns.llm.chat import ChatRequest
 from agent_patterns.llm.routing import check_models
 from agent_patterns.llm.settings import llm_settings
@@ -132,6 +133,17 @@ async def chat_completions(
     response.headers["x-agent-patterns-cache"] = "hit" if result.cached else "miss"
     response.headers["x-agent-patterns-cost-usd"] = f"{result.cost_usd:.9f}"
     return completion_body(result.answer)
+
+
+@app.post("/v1/answer", response_model=None)
+async def answer_question(body: AnswerRequest, who: CurrentTenant) -> dict[str, Any] | StreamingResponse:
+    from agent_patterns.llm.answer import answer, answer_stream
+
+    daily = llm_settings().llm_daily_token_budget
+    if body.stream:
+        response: StreamingResponse = await answer_stream(who.id, body, daily_budget=daily)
+        return response
+    return await answer(who.id, body, daily_budget=daily)
 
 
 @app.post("/v1/llm/complete")

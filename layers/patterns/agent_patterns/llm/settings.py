@@ -40,6 +40,12 @@ class LlmSettings(FunctionSettings):
     llm_auto_prompt_cache_min_chars: int = Field(
         4096, ge=1, description="How long a system prompt or tool list must be for an automatic breakpoint."
     )
+    answer_min_similarity: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Vector similarity (0..1) a source needs for /v1/answer (a full-text match also counts).",
+    )
     llm_default_max_tokens: int = Field(
         1024, ge=1, description="Answer limit of a chat request that sets no max_tokens (a reservation needs one)."
     )
