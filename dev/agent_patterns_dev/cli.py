@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from agent_patterns_dev.settings import dev_settings
 
@@ -27,6 +28,19 @@ def _parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a queued or running crawl (it ends as an error, reason cancelled)")
     cancel.add_argument("run_id")
     _api_options(cancel)
+    ing = sub.add_parser("ingest", help="store files (or every text file in a folder) as the tenant's documents")
+    ing.add_argument("paths", nargs="+", help="files or folders (.md, .txt, .html, .rst, .json, ...)")
+    ing.add_argument("--batch", type=int, default=20, help="documents per request (default 20)")
+    _api_options(ing)
+    sea = sub.add_parser("search", help="search the tenant's documents")
+    sea.add_argument("query")
+    sea.add_argument("--limit", type=int, default=5)
+    sea.add_argument("--mode", choices=("vector", "hybrid", "keyword"), default="hybrid")
+    _api_options(sea)
+    ask = sub.add_parser("ask", help="answer a question from the tenant's documents, streamed, with sources")
+    ask.add_argument("question")
+    ask.add_argument("--k", type=int, default=6, help="sources to retrieve (default 6)")
+    _api_options(ask)
     usage = sub.add_parser("usage", help="the tenant's LLM usage from the ledger, and its budget now")
     usage.add_argument("--from", dest="start", help="first UTC day, YYYY-MM-DD (default: today)")
     usage.add_argument("--to", dest="end", help="last UTC day, YYYY-MM-DD (default: today)")
@@ -68,6 +82,100 @@ def _table(rows: list[list[str]]) -> str:
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
     )
+
+
+TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".json", ".csv", ".py", ".yaml", ".yml"}
+
+
+def _files(paths: list[str]) -> list[Path]:
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {raw}")
+    return found
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from agent_patterns_dev.client import ApiError, ingest_documents, resolve_token
+
+    try:
+        files = _files(args.paths)
+    except FileNotFoundError as exc:
+        print(f"agent-patterns ingest: {exc}", file=sys.stderr)
+        return 2
+    token = resolve_token(args.token, args.tenant)
+    done = chunks = 0
+    for start in range(0, len(files), max(1, args.batch)):
+        batch = files[start : start + max(1, args.batch)]
+        documents = []
+        for path in batch:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                print(f"skipped {path}: not UTF-8 text", file=sys.stderr)
+                continue
+            if text.strip():
+                documents.append({"id": str(path), "text": text, "metadata": {"path": str(path), "title": path.stem}})
+        if documents:
+            try:
+                stored = ingest_documents(args.api, token, documents)["documents"]
+            except ApiError as exc:
+                print(f"\nagent-patterns ingest: {exc} (after {done} of {len(files)} files)", file=sys.stderr)
+                return 1
+            chunks += sum(int(d["chunks"]) for d in stored)
+        done += len(batch)
+        print(f"\r{_bar(done, len(files))} {done}/{len(files)} files", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    print(f"{done} files, {chunks} chunks stored")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from agent_patterns_dev.client import ApiError, resolve_token, search_documents
+
+    body = {"query": args.query, "limit": args.limit, "mode": args.mode}
+    try:
+        matches = search_documents(args.api, resolve_token(args.token, args.tenant), body)["matches"]
+    except ApiError as exc:
+        print(f"agent-patterns search: {exc}", file=sys.stderr)
+        return 1
+    if not matches:
+        print("no matches")
+    for n, m in enumerate(matches, start=1):
+        score = m.get("score", m.get("similarity"))
+        shown = " ".join(str(m["content"]).split())[:160]
+        print(
+            f"{n:>2}. {m['document_id']}  (score {score:.4f})" if score is not None else f"{n:>2}. {m['document_id']}"
+        )
+        print(f"    {shown}")
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from agent_patterns_dev.client import ApiError, ask_stream, resolve_token
+
+    citations: list[dict[str, object]] = []
+    try:
+        for chunk in ask_stream(
+            args.api, resolve_token(args.token, args.tenant), {"question": args.question, "k": args.k}
+        ):
+            for choice in chunk.get("choices", ()):
+                print((choice.get("delta") or {}).get("content") or "", end="", flush=True)
+            citations = chunk.get("citations", citations)
+    except ApiError as exc:
+        print(f"\nagent-patterns ask: {exc}", file=sys.stderr)
+        return 1
+    print()
+    if citations:
+        print("\nSources:")
+        for c in citations:
+            print(f"  [{c['n']}] {c.get('title') or ''} {c.get('url') or c.get('document_id')}".rstrip())
+    return 0
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -255,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         return _cancel(args)
     if args.command == "usage":
         return _usage(args)
+    if args.command == "ingest":
+        return _ingest(args)
+    if args.command == "search":
+        return _search(args)
+    if args.command == "ask":
+        return _ask(args)
     if args.command == "limits":
         return _limits(args)
     return 2  # pragma: no cover - argparse rejects unknown commands

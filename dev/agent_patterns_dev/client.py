@@ -173,3 +173,40 @@ def operator_token(token: str | None) -> str | None:
 
     export_auth_secret(settings.data_dir)
     return issue_operator_token("local-operator")
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def ingest_documents(api: str, token: str | None, documents: list[dict[str, Any]]) -> dict[str, Any]:
+    response = httpx.post(f"{api}/v1/documents", json={"documents": documents}, headers=_auth(token), timeout=120)
+    _raise_for(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def search_documents(api: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(f"{api}/v1/search", json=body, headers=_auth(token), timeout=60)
+    _raise_for(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def ask_stream(api: str, token: str | None, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The chunks of a streamed answer (the OpenAI chunk shape; the last one carries citations)."""
+    import json
+
+    with (
+        httpx.Client(timeout=httpx.Timeout(10, read=120)) as http,
+        http.stream("POST", f"{api}/v1/answer", json={**body, "stream": True}, headers=_auth(token)) as r,
+    ):
+        if r.status_code >= 400:
+            r.read()
+            _raise_for(r)
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunk: dict[str, Any] = json.loads(line[6:])
+                if "error" in chunk:
+                    raise ApiError(502, chunk["error"].get("message", "the answer stream failed"))
+                yield chunk

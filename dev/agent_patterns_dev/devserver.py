@@ -72,7 +72,7 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
 
     from agent_patterns_dev import embedded
     from agent_patterns_dev.environment import export_auth_secret, export_backends
-    from agent_patterns_dev.gateway import ROUTES, LocalCrawlWorker, build_gateway
+    from agent_patterns_dev.gateway import ROUTES, LocalCrawlWorker, LocalWebhookWorker, build_gateway
     from agent_patterns_dev.settings import dev_settings
 
     os.environ.setdefault("AUTH_MODE", "local")
@@ -83,6 +83,7 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
         return 2
     data_dir = dev_settings().data_dir
     worker: LocalCrawlWorker | None = None
+    webhooks: LocalWebhookWorker | None = None
     try:
         try:
             where = export_backends(data_dir)
@@ -92,6 +93,7 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
             print(_start_failure(exc), file=sys.stderr, flush=True)
             return 1
         gateway = build_gateway()
+        webhooks = LocalWebhookWorker().start()
         worker = LocalCrawlWorker().start()
         base = f"http://{host}:{port}"
         lines = [
@@ -122,6 +124,8 @@ def serve(host: str = "127.0.0.1", port: int = 3000) -> int:
                 print(f"agent-patterns dev: run {run_id} interrupted", flush=True)
         except Exception as exc:  # never keep the servers running because a run could not be marked
             print(f"agent-patterns dev: could not mark unfinished runs: {exc}", file=sys.stderr, flush=True)
+        if webhooks is not None and (dropped := webhooks.stop()):
+            print(f"agent-patterns dev: {dropped} webhook deliveries not made", flush=True)
         embedded.stop()
         print("agent-patterns dev: stopped", flush=True)
     return 0

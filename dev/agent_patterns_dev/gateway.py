@@ -17,17 +17,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from agent_patterns_dev.settings import project_root
 
 FUNCTIONS = ("llm", "search", "crawl", "streaming")
-# (path prefix, function): first match wins; mirrors template.yaml's routes.
+WORKERS = ("webhooks",)  # queue consumers without an app: run by their local worker, not routed
+# (path prefix, function): a path equal to a prefix goes to its function, else the first prefix
+# that matches wins; mirrors template.yaml's routes.
 ROUTES: tuple[tuple[str, str], ...] = (
     ("/v1/llm/", "llm"),
     ("/v1/usage", "llm"),
     ("/v1/chat/", "llm"),
     ("/v1/models", "llm"),
+    ("/v1/answer", "llm"),
     ("/v1/admin/", "llm"),
     ("/v1/documents", "search"),
     ("/v1/search", "search"),
     ("/v1/crawls", "crawl"),
+    ("/v1/webhooks", "crawl"),
     ("/v1/runs/", "streaming"),
+    ("/v1/runs", "crawl"),  # GET /v1/runs exactly: an exact match wins over the prefix above
     ("/runs/", "streaming"),
 )
 
@@ -35,8 +40,8 @@ ROUTES: tuple[tuple[str, str], ...] = (
 def load_function(name: str, entry: str | None = None) -> ModuleType:
     """Import `functions/<name>/<entry>.py` (default `<name>_handler`) as Lambda would, with its
     folder on sys.path."""
-    if name not in FUNCTIONS:
-        raise ValueError(f"unknown function {name!r}: one of {', '.join(FUNCTIONS)}")
+    if name not in FUNCTIONS + WORKERS:
+        raise ValueError(f"unknown function {name!r}: one of {', '.join(FUNCTIONS + WORKERS)}")
     module_name = entry or f"{name}_handler"
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -69,6 +74,9 @@ class LocalGateway:
         self.apps = apps
 
     def _target(self, path: str) -> tuple[ASGIApp, str] | None:
+        exact = next((name for prefix, name in ROUTES if path == prefix), None)
+        if exact is not None:
+            return self.apps[exact], path
         for prefix, name in ROUTES:
             if path.startswith(prefix) or path == prefix.rstrip("/"):
                 return self.apps[name], path
@@ -224,6 +232,63 @@ class LocalCrawlWorker:
                     self.jobs.put((message, receives + 1))
                 else:
                     logger.error("crawl job failed 3 times; dropped (the DLQ on AWS)", extra={"job": message})
+
+
+class LocalWebhookWorker:
+    """The webhook function for the dev server: delivery messages (and their delayed retries)
+    arrive in-process and run one at a time in a thread, through the same handler as on AWS. A
+    message whose handler fails is tried again up to 3 times, then dropped, as the queue's DLQ
+    would; a delivery that gives up after WEBHOOK_MAX_ATTEMPTS is logged (no DLQ locally).
+    `stop()` drops what is still queued."""
+
+    MAX_RECEIVES = 3
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.jobs: queue.Queue[tuple[dict[str, Any], int] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="local-webhook-worker", daemon=True)
+        self.module: ModuleType | None = None
+
+    def submit(self, message: dict[str, Any]) -> None:
+        self.jobs.put((message, 1))
+
+    def start(self) -> LocalWebhookWorker:
+        from agent_patterns.backends.sqs import set_local_consumer
+
+        self.module = load_function("webhooks", "webhook_handler")
+        set_local_consumer(self.submit, queue="webhook")
+        self.thread.start()
+        return self
+
+    def stop(self, grace_s: float = 5.0) -> int:
+        """Stop taking messages; returns how many were still queued (dropped)."""
+        from agent_patterns.backends.sqs import set_local_consumer
+
+        set_local_consumer(None, queue="webhook")
+        dropped = 0
+        while not self.jobs.empty():
+            dropped += self.jobs.get_nowait() is not None
+        self.jobs.put(None)
+        self.thread.join(timeout=grace_s)
+        return dropped
+
+    def _run(self) -> None:
+        from agent_patterns.observability import logger
+
+        assert self.module is not None
+        while (item := self.jobs.get()) is not None:
+            message, receives = item
+            try:
+                response = self.module.handler(sqs_event(message, receives), LocalLambdaContext("webhooks", 60.0))
+            except Exception:  # its one record failed: Powertools raises, and SQS would deliver it again
+                response = {"batchItemFailures": [{"itemIdentifier": "the message"}]}
+            if response.get("batchItemFailures"):
+                if receives < self.MAX_RECEIVES:
+                    self.jobs.put((message, receives + 1))
+                else:
+                    logger.error("webhook message failed 3 times; dropped (the DLQ on AWS)")
 
 
 def _cancel_tasks(loop: Any) -> None:

@@ -25,6 +25,7 @@ def _models() -> list[tuple[str, type[BaseModel]]]:
     from agent_patterns.llm.settings import LlmSettings
     from agent_patterns.search.settings import SearchSettings
     from agent_patterns.streaming.settings import StreamingSettings
+    from agent_patterns.webhooks.settings import WebhookSettings
     from agent_patterns_dev.settings import DevSettings
 
     return [
@@ -33,6 +34,7 @@ def _models() -> list[tuple[str, type[BaseModel]]]:
         ("search (`agent_patterns.search.settings.SearchSettings`)", SearchSettings),
         ("crawl (`agent_patterns.crawl.settings.CrawlSettings`)", CrawlSettings),
         ("streaming (`agent_patterns.streaming.settings.StreamingSettings`)", StreamingSettings),
+        ("webhooks (`agent_patterns.webhooks.settings.WebhookSettings`)", WebhookSettings),
         ("Dev server and CLI, never deployed (`agent_patterns_dev.settings.DevSettings`)", DevSettings),
     ]
 

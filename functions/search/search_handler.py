@@ -1,12 +1,21 @@
-"""search function: `POST /v1/documents`, `POST /v1/search` behind API Gateway (Mangum)."""
+"""search function: `POST /v1/documents`, `GET /v1/documents`, `GET`/`DELETE /v1/documents/{id}`,
+`POST /v1/search` behind API Gateway (Mangum)."""
 
 from typing import Any, Literal
 
-from fastapi import Response
+from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from agent_patterns import snapstart
-from agent_patterns.search import DocumentInput, ingest, remove_document, search
+from agent_patterns.search import (
+    DocumentInput,
+    get_document,
+    ingest,
+    list_documents,
+    parse_filter,
+    remove_document,
+    search,
+)
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
 
 
@@ -31,7 +40,7 @@ class SearchRequest(BaseModel):
     vector: list[float] | None = None
     limit: int = Field(10, ge=1, le=100)
     filter: dict[str, Any] | None = Field(None, description="metadata containment (jsonb @>)")
-    mode: Literal["vector", "hybrid"] = "vector"
+    mode: Literal["vector", "hybrid", "keyword"] = "vector"
 
 
 app = create_app("search")
@@ -49,6 +58,24 @@ async def add_documents(body: DocumentsRequest, who: CurrentTenant) -> dict[str,
         for d in body.documents
     ]
     return {"documents": await ingest(who.id, docs)}
+
+
+@app.get("/v1/documents")
+async def list_stored_documents(
+    who: CurrentTenant,
+    limit: int = Query(20, ge=1, le=100),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page"),
+    filter_json: str | None = Query(
+        None, alias="filter", description='metadata containment (jsonb @>) as JSON, e.g. {"team": "eng"}'
+    ),
+) -> dict[str, Any]:
+    page = await list_documents(who.id, limit=limit, cursor=cursor, metadata_filter=parse_filter(filter_json))
+    return {"documents": page.documents, "next_cursor": page.next_cursor}
+
+
+@app.get("/v1/documents/{document_id:path}")  # ids may hold "/" (URLs)
+async def get_stored_document(document_id: str, who: CurrentTenant) -> dict[str, Any]:
+    return await get_document(who.id, document_id)
 
 
 @app.delete("/v1/documents/{document_id:path}", status_code=204)  # ids may hold "/" (URLs)
@@ -70,6 +97,8 @@ async def search_chunks(body: SearchRequest, who: CurrentTenant) -> dict[str, An
                 "content": m.content,
                 "similarity": m.similarity,
                 "metadata": m.metadata,
+                "score": m.score,
+                "keyword_rank": m.keyword_rank,
             }
             for m in matches
         ]

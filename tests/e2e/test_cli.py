@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -145,3 +146,41 @@ async def test_usage_prints_the_ledger_as_a_table_and_limits_change_it(llm_api: 
     assert as_tenant.returncode == 1 and "HTTP 403" in as_tenant.stderr
     bad = await asyncio.to_thread(cli, "usage", "--api", llm_api.url, "--tenant", t, "--from", "yesterday")
     assert bad.returncode == 1 and "HTTP 422" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def whole_api() -> Iterator[LiveServer]:
+    from agent_patterns_dev.gateway import build_gateway
+
+    with LiveServer(build_gateway()) as live:
+        yield live
+
+
+async def test_ingest_a_folder_then_search_and_ask_with_sources(
+    whole_api: LiveServer, stub: object, tmp_path: Any
+) -> None:
+    import uuid
+
+    stub_providers: Any = stub
+    t = "i" + uuid.uuid4().hex[:10]
+    docs = tmp_path / "docs"
+    (docs / "guides").mkdir(parents=True)
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds are accepted within thirty days of purchase.\n")
+    (docs / "guides" / "shipping.txt").write_text("Shipping takes five business days to Europe.\n")
+    (docs / "logo.png").write_bytes(b"\x89PNG\r\n")  # not text: left out
+    out = await asyncio.to_thread(cli, "ingest", str(docs), "--api", whole_api.url, "--tenant", t)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2 files, 2 chunks stored" and "2/2 files" in out.stderr
+    found = await asyncio.to_thread(
+        cli, "search", "refunds accepted", "--mode", "keyword", "--api", whole_api.url, "--tenant", t
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[0].startswith(" 1. ") and "refunds.md" in found.stdout.splitlines()[0]
+    stub_providers.script["openai"].append({"content": "Within thirty days [1]."})
+    asked = await asyncio.to_thread(cli, "ask", "refunds accepted", "--api", whole_api.url, "--tenant", t)
+    assert asked.returncode == 0, asked.stderr
+    lines = asked.stdout.splitlines()
+    assert lines[0] == "Within thirty days [1]." and "Sources:" in lines
+    assert lines[-1].startswith("  [1] refunds ") and lines[-1].endswith("refunds.md")
+    missing = await asyncio.to_thread(cli, "ingest", str(tmp_path / "nope"), "--api", whole_api.url, "--tenant", t)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr

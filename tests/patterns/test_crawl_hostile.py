@@ -92,7 +92,7 @@ async def test_the_total_time_limit_holds_while_a_page_is_stuck(site: LiveServer
 
 
 async def test_a_link_bomb_page_is_cut_to_the_page_limits_and_says_so(site: LiveServer) -> None:
-    limits = PageLimits(links=100, forms=10, fields=20, text_chars=200)
+    limits = PageLimits(links=100, forms=10, fields=20, text_chars=200, markdown_bytes=20_000)
     config = CrawlConfig(
         url=site.url + "/bomb", allowed_private_hosts=(f"127.0.0.1:{site.port}",), max_pages=1, limits=limits
     )
@@ -101,8 +101,9 @@ async def test_a_link_bomb_page_is_cut_to_the_page_limits_and_says_so(site: Live
     (bomb,) = result.crawl_data["pages"]
     assert len(bomb["links"]) == 100 and len(bomb["title"]) == 200
     assert len(bomb["forms"]) == 10 and all(len(f["fields"]) <= 20 for f in bomb["forms"])
+    assert len(bomb["markdown"].encode()) <= 20_000  # 20,000 links of Markdown, cut
     assert result.crawl_data["truncated"] == [
-        {"url": site.url + "/bomb", "what": sorted(["fields", "forms", "links", "title"])}
+        {"url": site.url + "/bomb", "what": sorted(["fields", "forms", "links", "markdown", "title"])}
     ]
     assert len(json.dumps(result.crawl_data)) < 100_000  # not the megabytes the page holds
 

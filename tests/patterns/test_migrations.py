@@ -47,7 +47,7 @@ async def _table(db: psycopg.AsyncConnection, name: str) -> bool:
 async def test_a_component_is_applied_once_with_what_it_requires() -> None:
     schema = f"tenant_mig_{uuid.uuid4().hex[:8]}"
     async with connection() as db:
-        assert await m.ensure_tenant_schema(db, schema, CRAWL) == {"runs": [1], "crawl": [1]}
+        assert await m.ensure_tenant_schema(db, schema, CRAWL) == {"runs": [1], "crawl": [1, 2]}
         assert not await _table(db, f"{schema}.documents")  # search was not asked for
         m.forget_applied()  # a new execution environment: no in-process memory of the work
         assert await m.ensure_tenant_schema(db, schema, CRAWL) == {}
@@ -68,6 +68,18 @@ async def test_concurrent_connections_provision_one_schema_without_errors() -> N
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_the_webhooks_component_stands_alone() -> None:
+    from agent_patterns.webhooks.schema import WEBHOOKS
+
+    schema = f"tenant_wh_{uuid.uuid4().hex[:8]}"
+    async with connection() as db:
+        assert await m.ensure_tenant_schema(db, schema, WEBHOOKS) == {"webhooks": [1]}
+        assert await _table(db, f"{schema}.webhook_config") and await _table(db, f"{schema}.webhook_events")
+        assert not await _table(db, f"{schema}.runs")  # it requires nothing
+        m.forget_applied()
+        assert await m.ensure_tenant_schema(db, schema, WEBHOOKS) == {}
 
 
 def _fresh_database() -> str:
@@ -110,7 +122,7 @@ asyncio.run(main())
     assert [t for _, t in results if t] == [_everything()]
     with psycopg.connect(url) as db:
         rows = db.execute("SELECT scope, count(*) FROM agent_patterns.schema_versions GROUP BY scope").fetchall()
-    assert dict(rows) == {"global": 1, "tenant_shared": 3}
+    assert dict(rows) == {"global": 1, "tenant_shared": sum(len(c.migrations) for c in ALL)}
 
 
 async def test_versions_recorded_by_the_first_runner_are_adopted_not_reapplied() -> None:
@@ -135,8 +147,10 @@ async def test_versions_recorded_by_the_first_runner_are_adopted_not_reapplied()
         )
         await db.execute("INSERT INTO acme.runs (run_id, kind, status) VALUES (gen_random_uuid(), 'crawl', 'complete')")
         m.forget_applied()
-        # Re-running any CREATE TABLE would fail with "already exists": adoption must skip them all.
-        assert await m.ensure_tenant_schema(db, "acme", *ALL) == {}
+        # Re-running any CREATE TABLE would fail with "already exists": adoption must skip them all;
+        # what came after the first runner (crawl v2: page Markdown) is applied.
+        later = {c.name: [mig.version for mig in c.migrations[1:]] for c in ALL if len(c.migrations) > 1}
+        assert await m.ensure_tenant_schema(db, "acme", *ALL) == later
         assert await _versions(db, "acme") == _everything()
         assert await _versions(db, "global") == {"core": [1]}
         cur = await db.execute("SELECT count(*) FROM acme.runs")

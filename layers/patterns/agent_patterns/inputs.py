@@ -8,6 +8,7 @@ they are a 422 that names the field.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from agent_patterns.errors import ValidationError
@@ -26,17 +27,30 @@ def check_text(value: str, field: str) -> str:
     return value
 
 
+MAX_JSON_DEPTH = 64
+
+
 def check_json(value: Any, field: str) -> Any:
-    """Every key and string inside `value`, checked like `check_text`, naming the path."""
-    if isinstance(value, str):
-        check_text(value, field)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(str(key), f"{field} key {str(key)[:40]!r}")
-            check_json(item, f"{field}.{str(key)[:40]}")
-    elif isinstance(value, list):
-        for n, item in enumerate(value):
-            check_json(item, f"{field}.{n}")
+    """Every key and string inside `value`, checked like `check_text`, naming the path; NaN and
+    infinity (which Python's json parses, but Postgres' jsonb refuses) are refused too, and so is
+    nesting deeper than MAX_JSON_DEPTH (it would exhaust the stack of whatever reads it next)."""
+    pending: list[tuple[Any, str, int]] = [(value, field, 0)]
+    while pending:  # depth first, in document order, without recursion
+        item, path, depth = pending.pop()
+        if isinstance(item, str):
+            check_text(item, path)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError(f"{path}: NaN and Infinity are not JSON numbers")
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise ValidationError(f"{field}: nested more than {MAX_JSON_DEPTH} levels deep")
+            if isinstance(item, dict):
+                for key in item:
+                    check_text(str(key), f"{path} key {str(key)[:40]!r}")
+                children = [(v, f"{path}.{str(k)[:40]}", depth + 1) for k, v in item.items()]
+            else:
+                children = [(v, f"{path}.{n}", depth + 1) for n, v in enumerate(item)]
+            pending.extend(reversed(children))
     return value
 
 

@@ -1,7 +1,8 @@
 """The SQS client (boto3, created once per execution environment) and the local job queue.
 
-On AWS crawl jobs go to CRAWL_QUEUE_URL. Locally (no queue URL) the dev server registers a
-consumer and jobs go to it in-process, in the same message format the SQS trigger delivers.
+On AWS crawl jobs go to CRAWL_QUEUE_URL (webhook deliveries to WEBHOOK_QUEUE_URL). Locally (no
+queue URL) the dev server registers a consumer per queue and jobs go to it in-process, in the same
+message format the SQS trigger delivers (a delayed one after its delay, from a timer thread).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from agent_patterns.errors import ConfigurationError
 
 _client: Any = None
-_local_consumer: Callable[[dict[str, Any]], None] | None = None
+_local_consumers: dict[str, Callable[[dict[str, Any]], None]] = {}
 
 
 def sqs_client() -> Any:
@@ -26,24 +27,41 @@ def sqs_client() -> Any:
     return _client
 
 
-def set_local_consumer(consumer: Callable[[dict[str, Any]], None] | None) -> None:
-    """Receive jobs in-process instead of through SQS (the dev server's crawl worker)."""
-    global _local_consumer
-    _local_consumer = consumer
+def set_local_consumer(consumer: Callable[[dict[str, Any]], None] | None, *, queue: str = "crawl") -> None:
+    """Receive `queue`'s jobs in-process instead of through SQS (the dev server's workers)."""
+    if consumer is None:
+        _local_consumers.pop(queue, None)
+    else:
+        _local_consumers[queue] = consumer
 
 
-async def send_job(queue_url: str | None, message: dict[str, Any], *, delay_seconds: int = 0) -> None:
-    """Send a job to the queue; without a queue URL, to the in-process consumer (dev server)."""
+def local_consumer(queue: str = "crawl") -> Callable[[dict[str, Any]], None] | None:
+    return _local_consumers.get(queue)
+
+
+async def send_job(
+    queue_url: str | None, message: dict[str, Any], *, delay_seconds: int = 0, queue: str = "crawl"
+) -> None:
+    """Send a job to the queue; without a queue URL, to `queue`'s in-process consumer (dev server)."""
     if queue_url:
         body = json.dumps(message, separators=(",", ":"))
         await asyncio.to_thread(
             sqs_client().send_message, QueueUrl=queue_url, MessageBody=body, DelaySeconds=delay_seconds
         )
         return
-    if _local_consumer is not None:
-        _local_consumer(message)
+    consumer = _local_consumers.get(queue)
+    if consumer is not None:
+        if delay_seconds > 0:
+            import threading
+
+            timer = threading.Timer(delay_seconds, consumer, (message,))
+            timer.daemon = True
+            timer.start()
+        else:
+            consumer(message)
         return
-    raise ConfigurationError("CRAWL_QUEUE_URL is not set: crawl jobs have nowhere to go")
+    variable = f"{queue.upper()}_QUEUE_URL"
+    raise ConfigurationError(f"{variable} is not set: {queue} jobs have nowhere to go")
 
 
 def reset_sqs() -> None:

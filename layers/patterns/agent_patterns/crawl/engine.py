@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from agent_patterns.config import on_lambda
 from agent_patterns.crawl.browser import BASE_ARGS
+from agent_patterns.crawl.markdown import SOURCE_JS, page_text_from, warm_up
 from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, BlockedRequest, EgressPolicy, EgressProxy
 from agent_patterns.crawl.types import AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import dedup_key, fetch_url, is_http, same_origin
@@ -203,6 +204,9 @@ async def _crawl_one(page: Page, entry: dict[str, Any], config: CrawlConfig, sta
         "title": "",
         "links": [],
         "forms": [],
+        "markdown": None,
+        "lang": None,
+        "content_hash": None,
     }
     if not same_origin(final_url, start_url):
         record["redirected_off_origin"] = True
@@ -211,8 +215,24 @@ async def _crawl_one(page: Page, entry: dict[str, Any], config: CrawlConfig, sta
     record["title"] = data["title"]
     record["links"] = list(dict.fromkeys(data["links"]))
     record["forms"] = data["forms"]
-    if data["truncated"]:  # what this page had more of than PageLimits keeps
-        record["truncated"] = sorted(data["truncated"])
+    truncated = set(data["truncated"])
+    # The main content as Markdown, from the rendered DOM; converted off the event loop (the other
+    # tabs go on meanwhile), and like every step of the page within the page's time.
+    source = await page.evaluate(SOURCE_JS, config.limits.html_chars)
+    if source["truncated"]:
+        truncated.add("html")
+    try:
+        text = await asyncio.to_thread(page_text_from, source, config.limits.markdown_bytes)
+    except Exception as exc:  # a converter failing on odd markup costs the page its Markdown, no more
+        from agent_patterns.observability import logger
+
+        logger.warning("no markdown for a crawled page", extra={"url": url, "error": repr(exc)[:300]})
+    else:
+        record.update(markdown=text.markdown, lang=text.lang, content_hash=text.content_hash)
+        if text.truncated:
+            truncated.add("markdown")
+    if truncated:  # what this page had more of than PageLimits keeps
+        record["truncated"] = sorted(truncated)
     return record
 
 
@@ -251,6 +271,7 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
     except BlockedAddressError as exc:
         return _result(state, config, error=f"start URL refused: {exc}")
 
+    warming = asyncio.create_task(asyncio.to_thread(warm_up))  # meanwhile Chromium starts
     user_data_dir = Path(tempfile.gettempdir()) / f"pw-{uuid.uuid4().hex}"
     stop_reason: str | None = None
     error: str | None = None
@@ -292,6 +313,8 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
     finally:
         shutil.rmtree(user_data_dir, ignore_errors=True)
         state.elapsed_s += time.monotonic() - started
+        with contextlib.suppress(Exception):  # an import error shows on the pages that needed it
+            await warming
     if error is not None:
         return _result(state, config, error=error)
     if stop_reason == "continue":

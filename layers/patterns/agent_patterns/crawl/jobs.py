@@ -66,6 +66,7 @@ class CrawlRequest(BaseModel):
     url: HttpUrl
     max_pages: int = Field(MAX_PAGES_LIMIT, ge=1, le=MAX_PAGES_LIMIT)
     auth: AuthRequest | None = None
+    webhook_url: HttpUrl | None = None  # POSTed to when the run ends (webhooks.outbox), besides the tenant's
 
 
 class JobMessage(BaseModel):
@@ -97,6 +98,10 @@ async def validate_request(request: CrawlRequest) -> None:
             await policy.check_url(url)
         except BlockedAddressError as exc:
             raise ValidationError(f"{name}: {exc}; the crawler reaches public addresses only") from exc
+    if request.webhook_url is not None:  # the same rule, for where the run's ending is POSTed
+        from agent_patterns.webhooks.targets import check_target
+
+        await check_target(str(request.webhook_url), "webhook_url")
 
 
 def _stored_request(request: CrawlRequest) -> dict[str, Any]:
@@ -326,6 +331,9 @@ def _pages_writer(tenant_id: str, run_id: str, result: CrawlResult) -> Callable[
             p["depth"],
             json.dumps(p["links"]),
             json.dumps(p["forms"]),
+            p.get("markdown"),
+            p.get("lang"),
+            p.get("content_hash"),
         )
         for i, p in enumerate(result.crawl_data["pages"])
     ]
@@ -338,7 +346,7 @@ def _pages_writer(tenant_id: str, run_id: str, result: CrawlResult) -> Callable[
             await cur.executemany(
                 sql.SQL(
                     "INSERT INTO {}.crawl_pages (run_id, position, url, final_url, status, title, depth, links,"
-                    " forms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " forms, markdown, lang, content_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 ).format(sql.Identifier(schema)),
                 rows,
             )
@@ -369,9 +377,15 @@ async def cancel_run(tenant_id: str, run_id: str) -> dict[str, Any]:
     raise RunEndedError(f"run {record.run_id} has already ended: {how}")
 
 
-async def crawl_report(tenant_id: str, run_id: str) -> dict[str, Any]:
+# Markdown one report carries at most (one page always): Lambda answers at most 6 MB.
+REPORT_MARKDOWN_BYTES = 4_000_000
+
+
+async def crawl_report(tenant_id: str, run_id: str, *, pages_from: int = 0) -> dict[str, Any]:
     """A run's status, request (without secrets), result and pages, for GET /v1/crawls/{id}.
 
+    Pages come in crawl order from position `pages_from`, with their Markdown, as many as fit in
+    REPORT_MARKDOWN_BYTES; when more are left, `pages_next` is the position to ask for next.
     A run whose lease has expired is reaped first, so a poller sees `error` (abandoned) at once."""
     from psycopg import sql
     from psycopg.rows import dict_row
@@ -388,16 +402,24 @@ async def crawl_report(tenant_id: str, run_id: str) -> dict[str, Any]:
         cur = db.cursor(row_factory=dict_row)
         await cur.execute(
             sql.SQL(
-                "SELECT url, final_url, status, title, depth, links, forms FROM {}.crawl_pages"
-                " WHERE run_id = %s ORDER BY position"
+                "SELECT url, final_url, status, title, depth, links, forms, lang, content_hash, markdown, left_"
+                " FROM (SELECT *, row_number() OVER w AS n, count(*) OVER () AS left_,"
+                " sum(octet_length(coalesce(markdown, ''))) OVER w AS upto"
+                " FROM {}.crawl_pages WHERE run_id = %s AND position >= %s WINDOW w AS (ORDER BY position)) p"
+                " WHERE n = 1 OR upto <= %s ORDER BY position"
             ).format(sql.Identifier(tenant(tenant_id).schema)),
-            (record.run_id,),
+            (record.run_id, pages_from, REPORT_MARKDOWN_BYTES),
         )
         pages = await cur.fetchall()
+    left = pages[0]["left_"] if pages else 0
+    for page in pages:
+        del page["left_"]
     report = asdict(record)
     report.pop("tenant_id")
     report["request"] = public_request(record.request)
     report["created_at"] = record.created_at.isoformat()
     report["updated_at"] = record.updated_at.isoformat()
     report["pages"] = pages
+    if left > len(pages):
+        report["pages_next"] = pages_from + len(pages)
     return report

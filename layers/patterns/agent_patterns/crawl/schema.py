@@ -1,4 +1,5 @@
-"""The crawl_pages table: the pages a crawl run found, in crawl order."""
+"""The crawl_pages table: the pages a crawl run found, in crawl order, each with its main content
+as Markdown, its language and the sha256 of that Markdown (v2)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,18 @@ CRAWL = Component(
                     " links jsonb NOT NULL DEFAULT '[]'::jsonb,"
                     " forms jsonb NOT NULL DEFAULT '[]'::jsonb,"
                     " PRIMARY KEY (run_id, position))"
+                ).format(s=sql.Identifier(schema)),
+            ],
+        ),
+        Migration(
+            2,
+            "page markdown, language and content hash",
+            lambda schema: [
+                sql.SQL(
+                    "ALTER TABLE {s}.crawl_pages"
+                    " ADD COLUMN IF NOT EXISTS markdown text,"
+                    " ADD COLUMN IF NOT EXISTS lang text,"
+                    " ADD COLUMN IF NOT EXISTS content_hash text"
                 ).format(s=sql.Identifier(schema)),
             ],
         ),

@@ -29,6 +29,11 @@ class CrawlSettings(FunctionSettings):
     crawl_max_text_chars: int = Field(
         _LIMITS.text_chars, ge=16, description="Characters kept of a title, a form or field name."
     )
+    crawl_max_markdown_bytes: int = Field(
+        _LIMITS.markdown_bytes,
+        ge=1024,
+        description="Bytes of a page's Markdown kept (UTF-8); more is cut at a line end, the page listed as truncated.",
+    )
     chromium_path: str | None = Field(
         None, description="Chromium binary to launch (default: Playwright's, else the system's)."
     )
@@ -43,6 +48,7 @@ class CrawlSettings(FunctionSettings):
             forms=self.crawl_max_forms_per_page,
             fields=self.crawl_max_fields_per_form,
             text_chars=self.crawl_max_text_chars,
+            markdown_bytes=self.crawl_max_markdown_bytes,
         )
 
     @property

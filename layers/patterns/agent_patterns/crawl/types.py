@@ -37,6 +37,8 @@ class PageLimits:
     fields: int = 100  # per form
     text_chars: int = 1000  # a title, an action URL, a field name
     url_chars: int = 4096
+    markdown_bytes: int = 200_000  # the page's Markdown, UTF-8
+    html_chars: int = 2_000_000  # the rendered HTML the Markdown is made from (readability: ~2 s per 1M)
 
     def as_js(self) -> dict[str, int]:
         return {

@@ -204,7 +204,8 @@ async def transition(
     Returns None, and publishes nothing, when the run had already ended (`complete` or `error`
     are final: a worker finishing after a cancel or a reap changes nothing). `in_transaction`
     runs in the status change's transaction, only when the status changes (a crawl's pages
-    commit with `complete`). A terminal status also drops the run's lease and checkpoint."""
+    commit with `complete`). A terminal status also drops the run's lease and checkpoint, and
+    one that changed the status queues the run's webhooks (`webhooks.outbox.run_ended`)."""
     if in_transaction is None:
         changed = await update_run(tenant_id, run_id, status, result=result, error_message=error_message)
     else:
@@ -221,4 +222,8 @@ async def transition(
             pipe.zrem(leases.LEASES_KEY, leases.lease_member(tenant_id, run_id))
             pipe.delete(checkpoint_key(run_id))
             await pipe.execute()
+        if changed:  # ended now: its webhooks go out (queued; this never raises)
+            from agent_patterns.webhooks.outbox import run_ended
+
+            await run_ended(tenant_id, run_id, status, payload)
     return event_id

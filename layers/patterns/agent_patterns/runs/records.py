@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent_patterns.backends import connection
 from agent_patterns.errors import ValidationError
+from agent_patterns.paging import decode_cursor, encode_cursor, invalid_cursor
 from agent_patterns.tenancy import tenant
 
 if TYPE_CHECKING:
@@ -23,6 +24,10 @@ RunStatus = Literal["queued", "running", "complete", "error"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "complete", "error")
 # The statuses (and event types) after which nothing more happens to a run: the one place this is said.
 TERMINAL_STATUSES: frozenset[str] = frozenset({"complete", "error"})
+# The kinds of run the project creates (`crawl.jobs.KIND`), which `list_runs` filters on; add a
+# kind here when a feature starts creating runs of it.
+RUN_KINDS: tuple[str, ...] = ("crawl",)
+RUNS_CURSOR = "runs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +161,88 @@ async def get_run(tenant_id: str, run_id: str) -> RunRecord | None:
         return None
     row["run_id"] = str(row["run_id"])
     return RunRecord(tenant_id=t.id, **row)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run as listed: no request (it may hold sealed secrets) and no result."""
+
+    run_id: str
+    kind: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    runs: list[RunSummary]
+    next_cursor: str | None  # None on the last page
+
+
+def _runs_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    after = decode_cursor(cursor, RUNS_CURSOR)
+    try:
+        created_at, run_id = after
+        if not isinstance(created_at, str) or not isinstance(run_id, str):
+            raise TypeError("a cursor holds two strings")
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None:
+            raise ValueError("no time zone")
+        return when.astimezone(UTC), uuid.UUID(run_id)
+    except (TypeError, ValueError, OverflowError) as exc:  # a cursor of this list, but not one this code wrote
+        raise invalid_cursor(RUNS_CURSOR) from exc
+
+
+async def list_runs(
+    tenant_id: str,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+) -> RunPage:
+    """One page of the tenant's runs, newest first (`created_at`, then `run_id`, descending),
+    optionally only of one `kind` (`RUN_KINDS`) and one `status` (`RUN_STATUSES`): anything else
+    is a 422 before any SQL. A page starts strictly after the cursor's run (keyset paging), so
+    runs created while a client pages never shift or repeat what it sees. Statuses are as
+    recorded: a run whose worker died reads `running` until its lease is reaped."""
+    from psycopg import sql
+    from psycopg.rows import dict_row
+
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.runs.schema import RUNS
+
+    if not 1 <= limit <= 100:
+        raise ValidationError("limit: must be between 1 and 100")
+    if kind is not None and kind not in RUN_KINDS:
+        raise ValidationError(f"kind: {kind[:40]!r} is not a run kind; one of {', '.join(RUN_KINDS)}")
+    if status is not None and status not in RUN_STATUSES:
+        raise ValidationError(f"status: {status[:40]!r} is not a run status; one of {', '.join(RUN_STATUSES)}")
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    if cursor is not None:
+        conditions.append(sql.SQL("(created_at, run_id) < (%s, %s)"))
+        params.extend(_runs_cursor(cursor))
+    if kind is not None:
+        conditions.append(sql.SQL("kind = %s"))
+        params.append(kind)
+    if status is not None:
+        conditions.append(sql.SQL("status = %s"))
+        params.append(status)
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    t = tenant(tenant_id)
+    query = sql.SQL(
+        "SELECT run_id, kind, status, created_at, updated_at, error_message FROM {}.runs {}"
+        " ORDER BY created_at DESC, run_id DESC LIMIT %s"
+    ).format(sql.Identifier(t.schema), where)
+    async with connection() as db:
+        await ensure_tenant_schema(db, t.schema, RUNS)
+        cur = db.cursor(row_factory=dict_row)
+        await cur.execute(query, [*params, limit + 1])  # one more: is there a next page?
+        rows = await cur.fetchall()
+    runs = [RunSummary(**{**row, "run_id": str(row["run_id"])}) for row in rows[:limit]]
+    last = runs[-1] if len(rows) > limit else None
+    next_cursor = encode_cursor(RUNS_CURSOR, [last.created_at.isoformat(), last.run_id]) if last else None
+    return RunPage(runs=runs, next_cursor=next_cursor)

@@ -12,7 +12,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from agent_patterns.backends.postgres import database_key
@@ -23,18 +23,41 @@ from agent_patterns.tenancy import validate_schema_name
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-__all__ = ["ChunkMatch", "create_tenant_schema", "insert_chunk", "insert_embedding", "similarity_search"]
+__all__ = [
+    "ChunkMatch",
+    "VectorMatch",
+    "create_tenant_schema",
+    "hybrid_search",
+    "insert_chunk",
+    "insert_embedding",
+    "keyword_search",
+    "similarity_search",
+]
 DEFAULT_EF_SEARCH = 40
 RRF_K = 60
 
 
 @dataclass(frozen=True)
 class ChunkMatch:
+    """One ranked chunk and why it ranked: `score` orders the results of a search (vector mode:
+    the similarity; keyword mode: the text rank; hybrid: the reciprocal-rank-fusion sum);
+    `similarity` is there whenever the search had a query vector, `keyword_rank` when the
+    chunk's text matched the query."""
+
     chunk_id: uuid.UUID
     content: str
-    similarity: float  # 1 - cosine_distance / 2, in 0..1
+    similarity: float | None  # 1 - cosine_distance / 2, in 0..1; None without a query vector
     document_id: str | None = None
     metadata: dict[str, Any] | None = None
+    score: float = 0.0
+    keyword_rank: float | None = None  # ts_rank_cd of the chunk's text for the query; None if it did not match
+
+
+@dataclass(frozen=True)
+class VectorMatch(ChunkMatch):
+    """A match found by its vector: its similarity is always known."""
+
+    similarity: float
 
 
 # The largest magnitude each column type holds: pgvector stores float32 (vector) or float16 (halfvec).
@@ -189,9 +212,10 @@ async def _raise_ef_search(db: AsyncConnection, limit: int) -> None:
         await db.execute(f"SET LOCAL hnsw.ef_search = {int(limit)}")
 
 
-def _match(row: tuple[Any, ...]) -> ChunkMatch:
+def _match(row: tuple[Any, ...]) -> VectorMatch:
     cid, content, distance, document_id, metadata = row
-    return ChunkMatch(uuid.UUID(str(cid)), content, 1.0 - float(distance) / 2.0, document_id, metadata)
+    similarity = 1.0 - float(distance) / 2.0
+    return VectorMatch(uuid.UUID(str(cid)), content, similarity, document_id, metadata, score=similarity)
 
 
 async def similarity_search(
@@ -201,7 +225,7 @@ async def similarity_search(
     limit: int,
     *,
     metadata_filter: dict[str, Any] | None = None,
-) -> list[ChunkMatch]:
+) -> list[VectorMatch]:
     """The `limit` nearest chunks by cosine distance (HNSW).
 
     A metadata filter (jsonb containment) uses pgvector 0.8's iterative index scan, which keeps
@@ -247,6 +271,62 @@ async def similarity_search(
         return [_match(r) for r in rows]
 
 
+async def _text_hits(
+    db: AsyncConnection,
+    schema_name: str,
+    query_text: str,
+    limit: int,
+    *,
+    metadata_filter: dict[str, Any] | None,
+    query_vector: Any = None,
+) -> list[tuple[Any, ...]]:
+    """Chunks whose full-text vector (`fts`) matches `plainto_tsquery('english', query_text)`,
+    best `ts_rank_cd` first: rows (id, content, document_id, metadata, rank, distance), where
+    distance is the chunk's cosine distance to `query_vector` (None without one, or when the
+    chunk has no embedding)."""
+    from psycopg import sql
+
+    schema = _s(schema_name)
+    where = sql.SQL("AND c.metadata @> %s::jsonb") if metadata_filter else sql.SQL("")
+    params: list[Any] = []
+    distance: sql.Composable = sql.SQL("NULL::float8")
+    join: sql.Composable = sql.SQL("")
+    if query_vector is not None:
+        distance = sql.SQL("e.embedding <=> %s")
+        join = sql.SQL("LEFT JOIN {s}.embeddings e ON e.chunk_id = c.id").format(s=schema)
+        params.append(query_vector)
+    params += [query_text, *([json.dumps(metadata_filter)] if metadata_filter else []), limit]
+    cur = await db.execute(
+        sql.SQL(
+            "SELECT c.id, c.content, c.document_id, c.metadata, ts_rank_cd(c.fts, q)::float8 AS rank, {distance}"
+            " FROM {s}.chunks c CROSS JOIN plainto_tsquery('english', %s) q {join}"
+            " WHERE c.fts @@ q {where} ORDER BY rank DESC, c.id LIMIT %s"
+        ).format(s=schema, distance=distance, join=join, where=where),
+        params,
+        binary=True,
+    )
+    return list(await cur.fetchall())
+
+
+async def keyword_search(
+    db: AsyncConnection,
+    schema_name: str,
+    query_text: str,
+    limit: int,
+    *,
+    metadata_filter: dict[str, Any] | None = None,
+) -> list[ChunkMatch]:
+    """Full-text search only (the `fts` column, GIN-indexed): no vector, no embeddings call.
+    Ranked by `ts_rank_cd` (each match's `score` and `keyword_rank`); `similarity` is None."""
+    if not 1 <= limit <= 1000:
+        raise ValueError("limit must be between 1 and 1000")
+    rows = await _text_hits(db, schema_name, query_text, limit, metadata_filter=metadata_filter)
+    return [
+        ChunkMatch(uuid.UUID(str(cid)), content, None, document_id, metadata, score=rank, keyword_rank=rank)
+        for cid, content, document_id, metadata, rank, _ in rows
+    ]
+
+
 async def hybrid_search(
     db: AsyncConnection,
     schema_name: str,
@@ -256,34 +336,32 @@ async def hybrid_search(
     *,
     metadata_filter: dict[str, Any] | None = None,
 ) -> list[ChunkMatch]:
-    """Reciprocal rank fusion of vector similarity and full-text rank (k = 60)."""
-    from psycopg import sql
+    """Reciprocal rank fusion of vector similarity and full-text rank (k = 60).
 
+    Each match's `score` is its fused score (the sum of 1 / (60 + rank) over the sides that
+    found it), `similarity` its cosine similarity to the query vector (for a text-only hit too,
+    read in the same text query) and `keyword_rank` its `ts_rank_cd` when its text matched."""
     candidates = max(limit * 4, 40)
     vector_hits = await similarity_search(db, schema_name, query_embedding, candidates, metadata_filter=metadata_filter)
-    schema = _s(schema_name)
-    where = sql.SQL("AND c.metadata @> %s::jsonb") if metadata_filter else sql.SQL("")
-    params: list[Any] = [query_text, *([json.dumps(metadata_filter)] if metadata_filter else []), candidates]
-    cur = await db.execute(
-        sql.SQL(
-            "SELECT c.id, c.content, c.document_id, c.metadata FROM {s}.chunks c,"
-            " plainto_tsquery('english', %s) q WHERE c.fts @@ q {where}"
-            " ORDER BY ts_rank_cd(c.fts, q) DESC, c.id LIMIT %s"
-        ).format(s=schema, where=where),
-        params,
+    storage = await _storage_of(db, schema_name)
+    query_vector = _vec(_in_column(check_embedding(query_embedding), storage), storage)
+    text_hits = await _text_hits(
+        db, schema_name, query_text, candidates, metadata_filter=metadata_filter, query_vector=query_vector
     )
-    text_hits = await cur.fetchall()
     scores: dict[uuid.UUID, float] = {}
     by_id: dict[uuid.UUID, ChunkMatch] = {}
+    keyword_ranks: dict[uuid.UUID, float] = {}
     for rank, hit in enumerate(vector_hits):
         scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         by_id[hit.chunk_id] = hit
-    for rank, (cid, content, document_id, metadata) in enumerate(text_hits):
+    for rank, (cid, content, document_id, metadata, text_rank, distance) in enumerate(text_hits):
         key = uuid.UUID(str(cid))
         scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
-        by_id.setdefault(key, ChunkMatch(key, content, 0.0, document_id, metadata))
+        keyword_ranks[key] = float(text_rank)
+        similarity = None if distance is None else 1.0 - float(distance) / 2.0
+        by_id.setdefault(key, ChunkMatch(key, content, similarity, document_id, metadata))
     ranked = sorted(scores, key=lambda k: (-scores[k], str(k)))[:limit]
-    return [by_id[k] for k in ranked]
+    return [replace(by_id[k], score=scores[k], keyword_rank=keyword_ranks.get(k)) for k in ranked]
 
 
 async def delete_document(db: AsyncConnection, schema_name: str, document_id: str) -> bool:
