@@ -72,3 +72,28 @@ def identity_provider(settings_env: pytest.MonkeyPatch) -> Iterator[Any]:
 
     yield mint
     httpd.shutdown()
+
+
+async def invoke_as_lambda(function: str, event: dict[str, Any], name: str) -> dict[str, Any]:
+    """Invoke a function's handler with a sample event as Lambda does: in a thread with its own
+    event loop (Mangum runs on it), the Postgres connection of that loop closed afterwards."""
+    import asyncio
+
+    from agent_patterns_dev.gateway import LocalLambdaContext, load_function
+
+    handler = load_function(function).handler
+
+    def invoke() -> dict[str, Any]:
+        from agent_patterns.backends import postgres
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            response: dict[str, Any] = handler(event, LocalLambdaContext(name, 30))
+            return response
+        finally:
+            loop.run_until_complete(postgres.close_postgres())
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    return await asyncio.to_thread(invoke)

@@ -16,6 +16,7 @@ import pytest
 
 from agent_patterns.paging import encode_cursor
 from tests.conftest import bearer, function_client
+from tests.functions.conftest import invoke_as_lambda
 from tests.llm_stub import StubProviders
 from tests.patterns.test_vectors import near, unit
 
@@ -314,10 +315,8 @@ async def test_the_sample_event_lists_through_mangum_with_the_authorizer_tenant(
 ) -> None:
     """shared/events/search_list_documents.json (tenant `acme` from the JWT claims, a URL-encoded
     filter in the query string) as API Gateway sends it."""
-    import asyncio
 
     from agent_patterns.config import reset_settings
-    from agent_patterns_dev.gateway import LocalLambdaContext, load_function
     from tests.conftest import SHARED
 
     marker = uuid.uuid4().hex
@@ -327,21 +326,7 @@ async def test_the_sample_event_lists_through_mangum_with_the_authorizer_tenant(
     event = json.loads((SHARED / "events" / "search_list_documents.json").read_text())
     assert event["rawQueryString"].startswith("limit=20&filter=")
     event["rawQueryString"] = "limit=20&filter=" + quote(json.dumps({"team": "eng", "marker": marker}), safe="")
-    handler = load_function("search").handler
-
-    def invoke() -> Any:  # as Lambda does: a thread with its own event loop (Mangum runs on it)
-        from agent_patterns.backends import postgres
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            return handler(event, LocalLambdaContext("search", 30))
-        finally:
-            loop.run_until_complete(postgres.close_postgres())
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    response = await asyncio.to_thread(invoke)
+    response = await invoke_as_lambda("search", event, "search")
     assert response["statusCode"] == 200, response
     assert [d["id"] for d in json.loads(response["body"])["documents"]] == [f"sample-{marker}"]
 

@@ -14,8 +14,9 @@ import pytest
 from agent_patterns.config import reset_settings
 from agent_patterns.paging import encode_cursor
 from agent_patterns.runs.records import RunStatus, insert_run, update_run
-from agent_patterns_dev.gateway import LocalGateway, LocalLambdaContext, load_function
+from agent_patterns_dev.gateway import LocalGateway
 from tests.conftest import SHARED, bearer, function_client
+from tests.functions.conftest import invoke_as_lambda
 
 FIELDS = {"run_id", "kind", "status", "created_at", "updated_at", "error_message"}
 
@@ -143,27 +144,12 @@ async def test_the_sample_event_lists_through_mangum_with_the_authorizer_tenant(
     settings_env: pytest.MonkeyPatch,
 ) -> None:
     """shared/events/runs_list.json (tenant `acme` from the JWT claims, query string) as API Gateway sends it."""
-    import asyncio
 
     (newest,) = await make_runs("acme", ["complete"])
     settings_env.setenv("AUTH_MODE", "apigateway")
     reset_settings()
     event = json.loads((SHARED / "events" / "runs_list.json").read_text())
-    handler = load_function("crawl").handler
-
-    def invoke() -> Any:  # as Lambda does: a thread with its own event loop (Mangum runs on it)
-        from agent_patterns.backends import postgres
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            return handler(event, LocalLambdaContext("crawl-api", 30))
-        finally:
-            loop.run_until_complete(postgres.close_postgres())
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    response = await asyncio.to_thread(invoke)
+    response = await invoke_as_lambda("crawl", event, "crawl-api")
     assert response["statusCode"] == 200, response
     runs = json.loads(response["body"])["runs"]
     assert runs[0]["run_id"] == newest and all(r["kind"] == "crawl" and r["status"] == "complete" for r in runs)

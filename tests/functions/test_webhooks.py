@@ -25,6 +25,7 @@ from agent_patterns.config import reset_settings
 from agent_patterns.runs import events
 from agent_patterns_dev.gateway import LocalLambdaContext, load_function, sqs_event
 from tests.conftest import ROOT, SHARED, bearer, function_client, tenant_rows
+from tests.functions.conftest import invoke_as_lambda
 
 
 @dataclass
@@ -436,21 +437,7 @@ async def test_the_sample_events_are_what_the_functions_take(settings_env: pytes
     settings_env.setenv("AUTH_MODE", "apigateway")
     reset_settings()
     event = json.loads((SHARED / "events" / "webhooks_secret.json").read_text())
-    handler = load_function("crawl").handler
-
-    def invoke() -> Any:  # as Lambda does: a thread with its own event loop (Mangum runs on it)
-        from agent_patterns.backends import postgres
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            return handler(event, LocalLambdaContext("crawl-api", 30))
-        finally:
-            loop.run_until_complete(postgres.close_postgres())
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    response = await asyncio.to_thread(invoke)
+    response = await invoke_as_lambda("crawl", event, "crawl-api")
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])["secret"].startswith("whsec_")
 
