@@ -434,7 +434,7 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
             if config.on_page is not None:
                 # One report at a time, counted inside the lock: progress never goes backwards.
                 async with report_lock:
-                    await config.on_page(entry["url"], len(state.done))
+                    await config.on_page(entry["url"], len(state.done), record)
 
     try:
         await asyncio.gather(*(worker() for _ in range(config.concurrency)))

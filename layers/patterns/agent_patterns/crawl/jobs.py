@@ -16,10 +16,10 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote
 
-from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
+from pydantic import BaseModel, Field, HttpUrl, StringConstraints, field_validator, model_validator
 
 from agent_patterns.backends import connection, get_redis
 from agent_patterns.backends.sqs import send_job
@@ -67,6 +67,16 @@ class CrawlRequest(BaseModel):
     max_pages: int = Field(MAX_PAGES_LIMIT, ge=1, le=MAX_PAGES_LIMIT)
     auth: AuthRequest | None = None
     webhook_url: HttpUrl | None = None  # POSTed to when the run ends (webhooks.outbox), besides the tenant's
+    index: bool | Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = Field(
+        False, description="store each page in the tenant's search index (true, or a collection name)"
+    )
+    prune: bool = Field(False, description="with index: remove the site's documents this crawl no longer finds")
+
+    @model_validator(mode="after")
+    def _prune_needs_index(self) -> CrawlRequest:
+        if self.prune and self.index is False:
+            raise ValueError("prune needs index: true (or a collection name)")
+        return self
 
 
 class JobMessage(BaseModel):
@@ -237,8 +247,13 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
                 return {"run_id": run_id, "step": step, "outcome": "error"}
             resume = json.loads(raw)
 
-        async def on_page(url: str, pages_crawled: int) -> None:
-            progress = {"url": url, "pages_crawled": pages_crawled, "max_pages": max_pages}
+        indexer = _indexer(tenant_id, run_id, record.request)
+
+        async def on_page(url: str, pages_crawled: int, page: dict[str, Any] | None = None) -> None:
+            progress: dict[str, Any] = {"url": url, "pages_crawled": pages_crawled, "max_pages": max_pages}
+            if indexer is not None:
+                indexer.offer(page)
+                progress["pages_indexed"] = indexer.indexed
             with contextlib.suppress(RunEndedError):  # cancelled or reaped: the lease will stop the crawl
                 await events.publish(run_id, "running", progress)
 
@@ -265,6 +280,8 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
             if lease.lost and (this is None or this.cancelling() == 0):
                 return cancelled  # our crawl was stopped, not this step (as the dev server's Ctrl-C does)
             raise
+        if indexer is not None:
+            await indexer.drain()  # this step's pages are in the index before it saves or completes
         if lease.lost:
             return cancelled
         if result.continuation is not None:
@@ -293,6 +310,8 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
             stored["stopped"] = summary["stopped"] = result.crawl_data["stopped"]
         if "truncated" in result.crawl_data:
             stored["truncated"] = result.crawl_data["truncated"]
+        if indexer is not None:
+            stored["index"] = summary["index"] = await _index_summary(tenant_id, run_id, record.request, result)
         await _ensure_crawl_schema(tenant_id)
         store = _pages_writer(tenant_id, run_id, result)
         if await events.transition(tenant_id, run_id, "complete", summary, result=stored, in_transaction=store) is None:
@@ -312,6 +331,30 @@ async def _ensure_crawl_schema(tenant_id: str) -> None:
 
     async with connection() as db:
         await ensure_tenant_schema(db, tenant(tenant_id).schema, CRAWL)
+
+
+def _indexer(tenant_id: str, run_id: str, request: dict[str, Any]) -> Any:
+    from agent_patterns.crawl.indexing import Indexer
+
+    index = request.get("index", False)
+    if index is False:
+        return None
+    return Indexer(tenant_id, run_id, str(request["url"]), index if isinstance(index, str) else None)
+
+
+async def _index_summary(tenant_id: str, run_id: str, request: dict[str, Any], result: CrawlResult) -> dict[str, Any]:
+    """What the crawl did to the index: added, changed, unchanged, failed, and removed (prune)."""
+    from agent_patterns.crawl import indexing
+
+    summary: dict[str, Any] = await indexing.counts(run_id)
+    summary["removed"] = 0
+    if request.get("prune"):
+        index = request.get("index")
+        keep = {indexing.canonical(p) for p in result.crawl_data["pages"]}
+        collection = index if isinstance(index, str) else None
+        summary["removed"] = await indexing.prune(tenant_id, str(request["url"]), collection, keep)
+    await get_redis().delete(indexing.counts_key(run_id))
+    return summary
 
 
 def _pages_writer(tenant_id: str, run_id: str, result: CrawlResult) -> Callable[[AsyncConnection], Awaitable[None]]:

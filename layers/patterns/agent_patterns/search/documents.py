@@ -263,3 +263,33 @@ async def get_document(tenant_id: str, document_id: str) -> dict[str, Any]:
         raise NotFoundError(f"document {document_id!r} not found")
     doc_id, metadata, created_at, updated_at, chunks = row
     return {"id": doc_id, "metadata": metadata, "created_at": created_at, "updated_at": updated_at, "chunks": chunks}
+
+
+async def stored_metadata(tenant_id: str, document_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The metadata of those of `document_ids` the tenant has (to skip re-embedding what did not change)."""
+    from psycopg import sql
+
+    t = tenant(tenant_id)
+    async with connection() as db:
+        await create_tenant_schema(db, t.schema)
+        cur = await db.execute(
+            sql.SQL("SELECT id, metadata FROM {}.documents WHERE id = ANY(%s)").format(sql.Identifier(t.schema)),
+            (document_ids,),
+        )
+        return {str(row[0]): dict(row[1] or {}) for row in await cur.fetchall()}
+
+
+async def documents_where(tenant_id: str, metadata: dict[str, Any]) -> list[str]:
+    """Ids of the tenant's documents whose metadata contains `metadata`."""
+    from psycopg import sql
+
+    t = tenant(tenant_id)
+    async with connection() as db:
+        await create_tenant_schema(db, t.schema)
+        cur = await db.execute(
+            sql.SQL("SELECT id FROM {}.documents WHERE metadata @> %s::jsonb ORDER BY id").format(
+                sql.Identifier(t.schema)
+            ),
+            (json.dumps(metadata),),
+        )
+        return [str(row[0]) for row in await cur.fetchall()]
