@@ -110,5 +110,6 @@ async def test_prune_removes_the_pages_a_site_no_longer_has(
 async def test_prune_without_index_is_refused(api: httpx.AsyncClient) -> None:
     response = await api.post("/v1/crawls", json={"url": "https://example.com/", "prune": True}, headers=bearer())
     assert response.status_code == 422 and "prune needs index" in response.text
-    bad = await api.post("/v1/crawls", json={"url": "https://example.com/", "index": "Bad Name"}, headers=bearer())
-    assert bad.status_code == 422
+    for extra in ({"index": "Bad Name"}, {"include": ["docs/*"]}, {"exclude": ["/" + "x" * 300]}):
+        bad = await api.post("/v1/crawls", json={"url": "https://example.com/", **extra}, headers=bearer())
+        assert bad.status_code == 422, extra

@@ -63,6 +63,7 @@ class _State:
     storage: dict[str, Any] | None = None
     elapsed_s: float = 0.0
     invocations: int = 0
+    robots: dict[str, Any] | None = None  # {status, text?}: fetched once, kept across continuations
 
     @classmethod
     def start(cls, url: str) -> _State:
@@ -98,6 +99,10 @@ def _expand(state: _State, config: CrawlConfig, start_url: str) -> int:
             if not same_origin(link, start_url):
                 _skip(state, link, "cross-origin")
                 continue
+            refused = _out_of_scope(link, config, state)
+            if refused:
+                _skip(state, link, refused)
+                continue
             key = dedup_key(link)
             if key in seen:
                 if seen[key] != link:  # another spelling of a page already queued
@@ -110,6 +115,58 @@ def _expand(state: _State, config: CrawlConfig, start_url: str) -> int:
             state.order.append({"url": fetch_url(link), "key": key, "depth": entry["depth"] + 1})
             added += 1
     return added
+
+
+ROBOTS_AGENT = "agent-patterns"  # the product token robots.txt rules are matched against
+ROBOTS_MAX_BYTES = 500_000
+_robots_parsers: dict[str, Any] = {}  # robots.txt text -> its parser (a crawl parses its file once)
+
+
+def _out_of_scope(link: str, config: CrawlConfig, state: _State) -> str | None:
+    """Why `link` is not crawled (include/exclude patterns, robots.txt), or None."""
+    from fnmatch import fnmatchcase
+    from urllib.parse import urlsplit
+
+    path = urlsplit(link).path or "/"
+    if any(fnmatchcase(path, pattern) for pattern in config.exclude):
+        return "excluded by pattern"
+    if config.include and not any(fnmatchcase(path, pattern) for pattern in config.include):
+        return "not included by pattern"
+    robots = state.robots or {}
+    if config.respect_robots and robots.get("text"):
+        parser = _robots_parsers.get(robots["text"])
+        if parser is None:
+            from urllib.robotparser import RobotFileParser
+
+            parser = RobotFileParser()
+            parser.parse(robots["text"].splitlines())
+            _robots_parsers.clear()  # one crawl at a time per process needs one
+            _robots_parsers[robots["text"]] = parser
+        if not parser.can_fetch(ROBOTS_AGENT, link):
+            return "disallowed by robots.txt"
+    return None
+
+
+async def _fetch_robots(context: BrowserContext, config: CrawlConfig) -> dict[str, Any]:
+    """The site's robots.txt, fetched through the same guarded browser as its pages. A 4xx means
+    no rules; a 5xx or no answer is recorded and crawled without rules."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(config.url)
+    url = f"{parts.scheme}://{parts.netloc}/robots.txt"
+    page = await context.new_page()
+    try:
+        response = await asyncio.wait_for(page.goto(url), config.page_timeout_s)
+        status = response.status if response is not None else 0
+        if status == 200 and response is not None:
+            body = (await response.body())[:ROBOTS_MAX_BYTES]
+            return {"status": "found", "url": url, "text": body.decode("utf-8", "replace")}
+        return {"status": "absent" if 400 <= status < 500 else "unavailable", "url": url}
+    except Exception:  # a robots.txt that cannot be read must not fail the crawl
+        return {"status": "unavailable", "url": url}
+    finally:
+        with contextlib.suppress(Exception):
+            await page.close()
 
 
 async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -> None:
@@ -298,6 +355,8 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                 if config.auth_config is not None and state.storage is None:
                     await _login(context, config.auth_config, config.page_timeout_s * 1000)
                     state.storage = await context.storage_state()  # type: ignore[assignment]
+                if config.respect_robots and state.robots is None:
+                    state.robots = await _fetch_robots(context, config)
                 stop_reason = await _crawl_frontier(context, config, state, started)
                 if stop_reason == "continue" and config.auth_config is not None:
                     state.storage = await context.storage_state()  # type: ignore[assignment]
@@ -472,6 +531,8 @@ def _result(
     }
     if stopped:
         crawl_data["stopped"] = stopped
+    robots = state.robots or {}
+    crawl_data["robots"] = {"respected": config.respect_robots, **{k: v for k, v in robots.items() if k != "text"}}
     truncated = [{"url": p["url"], "what": p["truncated"]} for p in pages if p.get("truncated")]
     if truncated:
         crawl_data["truncated"] = truncated

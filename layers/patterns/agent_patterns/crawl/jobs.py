@@ -62,6 +62,9 @@ class AuthRequest(BaseModel):
         return self
 
 
+PathPattern = Annotated[str, StringConstraints(pattern=r"^/[^\x00-\x1f]{0,199}$")]  # a glob on the URL path
+
+
 class CrawlRequest(BaseModel):
     url: HttpUrl
     max_pages: int = Field(MAX_PAGES_LIMIT, ge=1, le=MAX_PAGES_LIMIT)
@@ -71,6 +74,9 @@ class CrawlRequest(BaseModel):
         False, description="store each page in the tenant's search index (true, or a collection name)"
     )
     prune: bool = Field(False, description="with index: remove the site's documents this crawl no longer finds")
+    respect_robots: bool = Field(True, description="honour the site's robots.txt (false: recorded in the result)")
+    include: list[PathPattern] = Field(default_factory=list, max_length=20, description="crawl only these paths")
+    exclude: list[PathPattern] = Field(default_factory=list, max_length=20, description="never these paths")
 
     @model_validator(mode="after")
     def _prune_needs_index(self) -> CrawlRequest:
@@ -270,6 +276,9 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
             stop_at=stop_at,
             resume_state=resume,
             on_page=on_page,
+            respect_robots=bool(record.request.get("respect_robots", True)),
+            include=tuple(record.request.get("include") or ()),
+            exclude=tuple(record.request.get("exclude") or ()),
         )
         # Its own task, so that losing the lease can cancel the crawl and nothing else.
         crawl = asyncio.create_task(run_crawl(config))
@@ -310,6 +319,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
             stored["stopped"] = summary["stopped"] = result.crawl_data["stopped"]
         if "truncated" in result.crawl_data:
             stored["truncated"] = result.crawl_data["truncated"]
+        stored["robots"] = result.crawl_data.get("robots")
         if indexer is not None:
             stored["index"] = summary["index"] = await _index_summary(tenant_id, run_id, record.request, result)
         await _ensure_crawl_schema(tenant_id)

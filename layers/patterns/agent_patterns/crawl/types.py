@@ -69,8 +69,12 @@ class CrawlConfig:
     # and pick up from a previous result's `continuation`.
     stop_at: float | None = None
     resume_state: dict[str, Any] | None = None
-    # Called after each page with (url, pages_crawled): progress events.
+    # Called after each page with (url, pages_crawled, page record or None): progress events.
     on_page: Any = None
+    # Politeness and scope: robots.txt honoured unless turned off; glob patterns on URL paths.
+    respect_robots: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_pages <= MAX_PAGES_LIMIT:

@@ -1,0 +1,102 @@
+"""Polite, scoped crawls: robots.txt is honoured by default (and its absence or failure is
+recorded), include/exclude path patterns bound the frontier. Real Chromium, a local site that
+counts what it served."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from agent_patterns.crawl import CrawlConfig, CrawlResult, run_crawl
+from tests.conftest import LiveServer
+
+ROBOTS = "User-agent: *\nDisallow: /private/\n\nUser-agent: agent-patterns\nDisallow: /private/\nDisallow: /drafts/\n"
+LINKS = ["/docs/a", "/docs/b", "/blog/one", "/private/secret", "/drafts/next"]
+
+
+@dataclass
+class Site:
+    base: str
+    hits: Counter[str]
+    robots: dict[str, Any]  # {"status": 200, "text": ...}: what /robots.txt answers
+
+    def config(self, **kw: Any) -> CrawlConfig:
+        host = self.base.split("//", 1)[1]
+        return CrawlConfig(url=self.base + "/", allowed_private_hosts=(host,), page_timeout_s=2, concurrency=3, **kw)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    hits: Counter[str] = Counter()
+    robots: dict[str, Any] = {"status": 200, "text": ROBOTS}
+
+    async def page(request: Request) -> Response:
+        hits[request.url.path] += 1
+        links = "".join(f'<a href="{link}">{link}</a> ' for link in LINKS)
+        return HTMLResponse(
+            f"<html><head><title>{request.url.path}</title></head><body><main>{links}</main></body></html>"
+        )
+
+    async def robots_txt(request: Request) -> Response:
+        hits["/robots.txt"] += 1
+        return PlainTextResponse(robots["text"], status_code=robots["status"])
+
+    app = Starlette(routes=[Route("/robots.txt", robots_txt), Route("/{path:path}", page)])
+    with LiveServer(app) as live:
+        yield Site(live.url, hits, robots)
+
+
+def crawled(result: CrawlResult) -> set[str]:
+    return {str(p["url"]).split("//", 1)[1].split("/", 1)[1] for p in result.crawl_data["pages"]}
+
+
+def reasons(result: CrawlResult) -> dict[str, str]:
+    return {s["url"].split("//", 1)[1].split("/", 1)[1]: s["reason"] for s in result.crawl_data["skipped"]}
+
+
+async def test_robots_txt_is_honoured_for_our_agent_and_recorded(site: Site) -> None:
+    site.hits.clear()
+    result = await run_crawl(site.config())
+    assert crawled(result) == {"", "docs/a", "docs/b", "blog/one"}
+    assert site.hits["/private/secret"] == 0 and site.hits["/drafts/next"] == 0  # never fetched
+    assert reasons(result)["private/secret"] == "disallowed by robots.txt"
+    assert reasons(result)["drafts/next"] == "disallowed by robots.txt"  # the group for our token
+    assert result.crawl_data["robots"] == {"respected": True, "status": "found", "url": site.base + "/robots.txt"}
+    assert site.hits["/robots.txt"] == 1
+
+
+async def test_opting_out_of_robots_is_recorded(site: Site) -> None:
+    site.hits.clear()
+    result = await run_crawl(site.config(respect_robots=False))
+    assert {"private/secret", "drafts/next"} <= crawled(result)
+    assert result.crawl_data["robots"] == {"respected": False} and site.hits["/robots.txt"] == 0
+
+
+@pytest.mark.parametrize(("status", "recorded"), [(404, "absent"), (503, "unavailable")])
+async def test_a_missing_or_failing_robots_txt_crawls_without_rules_and_says_so(
+    site: Site, status: int, recorded: str
+) -> None:
+    site.robots["status"] = status
+    try:
+        result = await run_crawl(site.config())
+    finally:
+        site.robots["status"] = 200
+    assert "private/secret" in crawled(result)
+    assert result.crawl_data["robots"]["status"] == recorded
+
+
+async def test_include_and_exclude_patterns_bound_the_frontier(site: Site) -> None:
+    site.hits.clear()
+    result = await run_crawl(site.config(include=("/docs/*",), exclude=("/docs/b",)))
+    assert crawled(result) == {"", "docs/a"}  # the start page, then only what the patterns admit
+    assert reasons(result)["blog/one"] == "not included by pattern"
+    assert reasons(result)["docs/b"] == "excluded by pattern"
+    assert site.hits["/blog/one"] == 0 and site.hits["/docs/b"] == 0
