@@ -49,7 +49,17 @@ def site() -> Iterator[Site]:
         hits["/robots.txt"] += 1
         return PlainTextResponse(robots["text"], status_code=robots["status"])
 
-    app = Starlette(routes=[Route("/robots.txt", robots_txt), Route("/{path:path}", page)])
+    async def sitemap_xml(request: Request) -> Response:
+        hits["/sitemap.xml"] += 1
+        base = str(request.base_url).rstrip("/")
+        urls = [f"{base}/orphan", f"{base}/private/listed", "https://elsewhere.example/page", f"{base}/docs/a"]
+        body = "".join(f"<url><loc>{u}</loc></url>" for u in urls)
+        xml = f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>'
+        return Response(xml, media_type="application/xml")
+
+    app = Starlette(
+        routes=[Route("/robots.txt", robots_txt), Route("/sitemap.xml", sitemap_xml), Route("/{path:path}", page)]
+    )
     with LiveServer(app) as live:
         yield Site(live.url, hits, robots)
 
@@ -65,7 +75,7 @@ def reasons(result: CrawlResult) -> dict[str, str]:
 async def test_robots_txt_is_honoured_for_our_agent_and_recorded(site: Site) -> None:
     site.hits.clear()
     result = await run_crawl(site.config())
-    assert crawled(result) == {"", "docs/a", "docs/b", "blog/one"}
+    assert crawled(result) == {"", "docs/a", "docs/b", "blog/one", "orphan"}  # orphan: only in the sitemap
     assert site.hits["/private/secret"] == 0 and site.hits["/drafts/next"] == 0  # never fetched
     assert reasons(result)["private/secret"] == "disallowed by robots.txt"
     assert reasons(result)["drafts/next"] == "disallowed by robots.txt"  # the group for our token
@@ -73,9 +83,19 @@ async def test_robots_txt_is_honoured_for_our_agent_and_recorded(site: Site) -> 
     assert site.hits["/robots.txt"] == 1
 
 
+async def test_the_sitemap_seeds_pages_no_link_reaches_within_scope(site: Site) -> None:
+    site.hits.clear()
+    result = await run_crawl(site.config())
+    assert "orphan" in crawled(result) and site.hits["/private/listed"] == 0  # robots still applies
+    # orphan and docs/a; not private/listed (robots.txt) nor the other origin
+    assert result.crawl_data["sitemap"] == {"status": "found", "url": site.base + "/sitemap.xml", "seeded": 2}
+    without = await run_crawl(site.config(use_sitemap=False))
+    assert "orphan" not in crawled(without) and "sitemap" not in without.crawl_data
+
+
 async def test_opting_out_of_robots_is_recorded(site: Site) -> None:
     site.hits.clear()
-    result = await run_crawl(site.config(respect_robots=False))
+    result = await run_crawl(site.config(respect_robots=False, use_sitemap=False))
     assert {"private/secret", "drafts/next"} <= crawled(result)
     assert result.crawl_data["robots"] == {"respected": False} and site.hits["/robots.txt"] == 0
 
@@ -86,7 +106,7 @@ async def test_a_missing_or_failing_robots_txt_crawls_without_rules_and_says_so(
 ) -> None:
     site.robots["status"] = status
     try:
-        result = await run_crawl(site.config())
+        result = await run_crawl(site.config(use_sitemap=False))
     finally:
         site.robots["status"] = 200
     assert "private/secret" in crawled(result)
@@ -95,7 +115,7 @@ async def test_a_missing_or_failing_robots_txt_crawls_without_rules_and_says_so(
 
 async def test_include_and_exclude_patterns_bound_the_frontier(site: Site) -> None:
     site.hits.clear()
-    result = await run_crawl(site.config(include=("/docs/*",), exclude=("/docs/b",)))
+    result = await run_crawl(site.config(include=("/docs/*",), exclude=("/docs/b",), use_sitemap=False))
     assert crawled(result) == {"", "docs/a"}  # the start page, then only what the patterns admit
     assert reasons(result)["blog/one"] == "not included by pattern"
     assert reasons(result)["docs/b"] == "excluded by pattern"

@@ -64,6 +64,7 @@ class _State:
     elapsed_s: float = 0.0
     invocations: int = 0
     robots: dict[str, Any] | None = None  # {status, text?}: fetched once, kept across continuations
+    sitemap: dict[str, Any] | None = None  # {status, url, seeded}: read once, on the first invocation
 
     @classmethod
     def start(cls, url: str) -> _State:
@@ -167,6 +168,80 @@ async def _fetch_robots(context: BrowserContext, config: CrawlConfig) -> dict[st
     finally:
         with contextlib.suppress(Exception):
             await page.close()
+
+
+SITEMAP_MAX_BYTES = 2_000_000
+SITEMAP_MAX_CHILDREN = 5
+
+
+async def _fetch_body(context: BrowserContext, url: str, timeout_s: float) -> tuple[int, bytes]:
+    """A URL's status and body, through the guarded browser (public addresses only)."""
+    page = await context.new_page()
+    try:
+        response = await asyncio.wait_for(page.goto(url), timeout_s)
+        if response is None:
+            return 0, b""
+        return response.status, (await response.body())[:SITEMAP_MAX_BYTES] if response.status == 200 else b""
+    finally:
+        with contextlib.suppress(Exception):
+            await page.close()
+
+
+def _sitemap_locs(body: bytes) -> tuple[str, list[str]]:
+    """('urlset' | 'sitemapindex' | '', the <loc> values). Documents with a DOCTYPE are refused
+    (no entity tricks); anything unparsable is empty."""
+    import xml.etree.ElementTree as ET
+
+    if b"<!DOCTYPE" in body[:4096].upper() or b"<!ENTITY" in body.upper():
+        return "", []
+    try:
+        root = ET.fromstring(body)  # noqa: S314 - no DOCTYPE/entities (checked above), size capped
+    except ET.ParseError:
+        return "", []
+    kind = root.tag.rsplit("}", 1)[-1]
+    locs = [(el.text or "").strip() for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "loc"]
+    return kind, [loc for loc in locs if loc]
+
+
+async def _seed_from_sitemap(context: BrowserContext, config: CrawlConfig, state: _State) -> dict[str, Any]:
+    """Add the site's sitemap URLs (same origin, in scope) to the frontier, up to max_pages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(config.url)
+    candidates = [f"{parts.scheme}://{parts.netloc}/sitemap.xml"]
+    robots_text = (state.robots or {}).get("text") or ""
+    named = [line.split(":", 1)[1].strip() for line in robots_text.splitlines() if line.lower().startswith("sitemap:")]
+    named = [u for u in named if same_origin(u, config.url)]
+    if named:
+        candidates = named[:SITEMAP_MAX_CHILDREN]
+    urls: list[str] = []
+    found = None
+    try:
+        queue = list(candidates)
+        fetched = 0
+        while queue and fetched < SITEMAP_MAX_CHILDREN + 1:
+            url = queue.pop(0)
+            fetched += 1
+            status, body = await _fetch_body(context, url, config.page_timeout_s)
+            kind, locs = _sitemap_locs(body) if status == 200 else ("", [])
+            if kind == "sitemapindex":
+                queue += [loc for loc in locs if same_origin(loc, config.url)][:SITEMAP_MAX_CHILDREN]
+            elif kind == "urlset":
+                found = found or url
+                urls += locs
+    except Exception:  # a sitemap that cannot be read never fails the crawl
+        return {"status": "unavailable", "seeded": 0}
+    seeded = 0
+    for loc in urls:
+        if not is_http(loc) or not same_origin(loc, config.url) or _out_of_scope(loc, config, state):
+            continue
+        key = dedup_key(loc)
+        if key in state.seen or len(state.order) >= config.max_pages:
+            continue
+        state.seen[key] = fetch_url(loc)
+        state.order.append({"url": fetch_url(loc), "key": key, "depth": 1})
+        seeded += 1
+    return {"status": "found" if found else "absent", **({"url": found} if found else {}), "seeded": seeded}
 
 
 async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -> None:
@@ -357,6 +432,8 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                     state.storage = await context.storage_state()  # type: ignore[assignment]
                 if config.respect_robots and state.robots is None:
                     state.robots = await _fetch_robots(context, config)
+                if config.use_sitemap and state.sitemap is None:
+                    state.sitemap = await _seed_from_sitemap(context, config, state)
                 stop_reason = await _crawl_frontier(context, config, state, started)
                 if stop_reason == "continue" and config.auth_config is not None:
                     state.storage = await context.storage_state()  # type: ignore[assignment]
@@ -533,6 +610,8 @@ def _result(
         crawl_data["stopped"] = stopped
     robots = state.robots or {}
     crawl_data["robots"] = {"respected": config.respect_robots, **{k: v for k, v in robots.items() if k != "text"}}
+    if state.sitemap is not None:
+        crawl_data["sitemap"] = state.sitemap
     truncated = [{"url": p["url"], "what": p["truncated"]} for p in pages if p.get("truncated")]
     if truncated:
         crawl_data["truncated"] = truncated

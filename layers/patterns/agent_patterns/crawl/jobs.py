@@ -75,6 +75,7 @@ class CrawlRequest(BaseModel):
     )
     prune: bool = Field(False, description="with index: remove the site's documents this crawl no longer finds")
     respect_robots: bool = Field(True, description="honour the site's robots.txt (false: recorded in the result)")
+    use_sitemap: bool = Field(True, description="seed the crawl from the site's sitemap.xml")
     include: list[PathPattern] = Field(default_factory=list, max_length=20, description="crawl only these paths")
     exclude: list[PathPattern] = Field(default_factory=list, max_length=20, description="never these paths")
 
@@ -277,6 +278,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
             resume_state=resume,
             on_page=on_page,
             respect_robots=bool(record.request.get("respect_robots", True)),
+            use_sitemap=bool(record.request.get("use_sitemap", True)),
             include=tuple(record.request.get("include") or ()),
             exclude=tuple(record.request.get("exclude") or ()),
         )
@@ -320,6 +322,8 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
         if "truncated" in result.crawl_data:
             stored["truncated"] = result.crawl_data["truncated"]
         stored["robots"] = result.crawl_data.get("robots")
+        if "sitemap" in result.crawl_data:
+            stored["sitemap"] = result.crawl_data["sitemap"]
         if indexer is not None:
             stored["index"] = summary["index"] = await _index_summary(tenant_id, run_id, record.request, result)
         await _ensure_crawl_schema(tenant_id)

@@ -73,6 +73,7 @@ class CrawlConfig:
     on_page: Any = None
     # Politeness and scope: robots.txt honoured unless turned off; glob patterns on URL paths.
     respect_robots: bool = True
+    use_sitemap: bool = True  # seed the frontier from the site's sitemap.xml (or robots.txt's Sitemap:)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
