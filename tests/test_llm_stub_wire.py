@@ -215,6 +215,14 @@ async def test_a_scripted_tool_call_is_parsed_by_each_sdk(
 # ---- streaming ---------------------------------------------------------------------------------
 
 
+async def _settled(check: Any, seconds: float = 5.0) -> None:
+    """The stub's counters change in its own thread just after the client has read everything."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "the stub never counted it"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_streamed_answer_equals_the_plain_one_and_reports_usage(
     wire: StubProviders, oai: openai.AsyncOpenAI, claude: anthropic.AsyncAnthropic
 ) -> None:
@@ -234,7 +242,8 @@ async def test_a_streamed_answer_equals_the_plain_one_and_reports_usage(
     assert len(pieces) == len(words.split()) and "".join(pieces) == plain.choices[0].message.content == words
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
-    assert wire.streams_completed["openai"] == 1 and wire.chunks_sent["openai"] == len(chunks) + 1  # and [DONE]
+    await _settled(lambda: wire.streams_completed["openai"] == 1)  # the server counts after its last write
+    assert wire.chunks_sent["openai"] == len(chunks) + 1  # and [DONE]
 
     once = await claude.messages.create(model=CLAUDE, max_tokens=9, messages=[{"role": "user", "content": "story"}])
     async with claude.messages.stream(
@@ -246,7 +255,7 @@ async def test_a_streamed_answer_equals_the_plain_one_and_reports_usage(
     assert final.content[0].type == once.content[0].type == "text"
     assert final.content[0].text == once.content[0].text == words
     assert final.stop_reason == once.stop_reason == "end_turn" and final.usage == once.usage
-    assert wire.streams_completed["anthropic"] == 1
+    await _settled(lambda: wire.streams_completed["anthropic"] == 1)
 
 
 async def test_a_streamed_tool_call_is_assembled(
