@@ -419,11 +419,14 @@ def test_the_llm_function_refuses_to_start_with_an_unpriced_model() -> None:
     assert out.returncode != 0 and "no price for model 'gpt-unknown'" in out.stderr
 
 
-async def test_a_miss_costs_four_redis_round_trips(stub: StubProviders) -> None:
+async def test_a_miss_costs_four_redis_round_trips(stub: StubProviders, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cache read + single-flight lock, reserve, settle, cache write + unlock: four scripts, and
     nothing else while the breaker is closed and quiet (MONITOR, top-level commands only)."""
     from redis.asyncio import Redis
 
+    from agent_patterns.llm import breaker
+
+    monkeypatch.setattr(breaker, "STATE_TTL_S", 60.0)  # a loaded machine must not make the state stale
     t = tenant()
     await call_llm(prompt(), t, BIG, "default")  # scripts loaded, counters seeded, limits cached
     watcher = Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)

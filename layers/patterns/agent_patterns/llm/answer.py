@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,24 +125,19 @@ async def answer_stream(tenant_id: str, req: AnswerRequest, *, daily_budget: int
     sources = await retrieve(tenant_id, req)
     if not sources:
         return StreamingResponse(not_found_stream(), media_type="text/event-stream", headers=SSE_HEADERS)
-    response = await stream_chat(chat_request(req, sources), tenant_id, daily_budget=daily_budget)
-    response.body_iterator = with_citations(response.body_iterator, sources)
-    return response
+    return await stream_chat(
+        chat_request(req, sources),
+        tenant_id,
+        daily_budget=daily_budget,
+        trailer=lambda text: cited_chunk(text, sources),
+    )
 
 
-async def with_citations(body: AsyncIterable[Any], sources: list[dict[str, Any]]) -> AsyncIterator[str]:
-    """A streamed answer (OpenAI chunks) with one more chunk before `[DONE]`: the citations."""
-    text: list[str] = []
-    async for piece in body:
-        chunk = piece.decode() if isinstance(piece, bytes) else str(piece)
-        if chunk.startswith("data: [DONE]"):
-            cited = citations("".join(text), sources)
-            extra = {"object": "chat.completion.chunk", "choices": [], "citations": cited, "grounded": bool(cited)}
-            yield "data: " + json.dumps(extra, separators=(",", ":")) + "\n\n"
-        elif chunk.startswith("data: {"):
-            for choice in json.loads(chunk[6:]).get("choices", ()):
-                text.append((choice.get("delta") or {}).get("content") or "")
-        yield chunk
+def cited_chunk(text: str, sources: list[dict[str, Any]]) -> str:
+    """The chunk a streamed answer ends with before `[DONE]`: its citations."""
+    cited = citations(text, sources)
+    extra = {"object": "chat.completion.chunk", "choices": [], "citations": cited, "grounded": bool(cited)}
+    return "data: " + json.dumps(extra, separators=(",", ":")) + "\n\n"
 
 
 async def not_found_stream() -> AsyncIterator[str]:
@@ -154,6 +149,5 @@ async def not_found_stream() -> AsyncIterator[str]:
     cid, created = completion_id(), int(time.time())
     yield chunk(cid, "none", created, {"role": "assistant", "content": NOT_FOUND})
     yield chunk(cid, "none", created, {}, "stop")
-    extra = {"object": "chat.completion.chunk", "choices": [], "citations": [], "grounded": False}
-    yield "data: " + json.dumps(extra, separators=(",", ":")) + "\n\n"
+    yield cited_chunk("", [])
     yield DONE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from agent_patterns.backends.redis import is_redis_unavailable, tolerate_redis_outage
 from agent_patterns.errors import BackendUnavailableError, BudgetExceededError, RateLimitedError, ValidationError
 from agent_patterns.llm import budget, cache, providers
+from agent_patterns.llm.chat import ChatAnswer, ChatRequest
 from agent_patterns.llm.pricing import cost_nanousd, worst_case_nanousd
 from agent_patterns.llm.routing import Route, route_for
 from agent_patterns.llm.settings import llm_settings
@@ -75,23 +77,28 @@ async def call_llm(
         max_tokens=max_tokens,
     )
 
-    found, held = await _lookup(key)
-    if found is not None:
-        value, layer = found
-        await _hit(tenant_id, value, layer, started)
+    value, held = await cached(key, tenant_id, started)
+    if value is not None:
         return LLMResult(value["content"], 0, 0.0, True, value["provider"], value["model"])
     try:
-        return await _call_and_cache(
-            key,
-            route,
-            tenant_id,
-            daily_budget,
-            providers.Request(prompt, system, max_tokens, temperature),
-            started,
-            held,
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        req = ChatRequest.model_validate(
+            {"model": route.alias, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         )
+        input_bytes = sum(len(t.encode()) for t in (system, prompt) if t)
+        return await _call_and_cache(key, route, tenant_id, daily_budget, req, input_bytes, started, held)
     finally:
         await cache.unlock(held)
+
+
+async def cached(key: str, tenant_id: str, started: float) -> tuple[dict[str, Any] | None, cache.Held | bool]:
+    """A cached answer (counted as a hit), or the single-flight lock to hold while asking."""
+    found, held = await _lookup(key)
+    if found is None:
+        return None, held
+    value, layer = found
+    await _hit(tenant_id, value, layer, started)
+    return value, held
 
 
 async def _lookup(key: str) -> tuple[tuple[dict[str, Any], str] | None, cache.Held | bool]:
@@ -318,17 +325,21 @@ async def metered[T](
     daily_budget: int | None,
     started: float,
     run: Callable[[], Awaitable[Metered[T]]],
+    alongside: Callable[[Metered[T]], Awaitable[None]] | None = None,
 ) -> tuple[Metered[T], Spent]:
-    """Run one provider call inside the tenant's limits: reserve, call, ledger and settle."""
+    """Run one provider call inside the tenant's limits: reserve, call, ledger and settle.
+    `alongside` (the cache write) runs while the answer is ledgered and settled: it needs
+    neither, and waiters on the single-flight lock get the answer sooner."""
     reservation = await open_reservation(tenant_id, models, input_bytes, max_tokens, daily_budget)
     try:
         done = await run()
     except BaseException:
         await release_reservation(reservation)
         raise
-    spent = await close_reservation(
-        tenant_id, reservation, done.provider, done.model, done.usage, started, done.fell_back
-    )
+    closing = close_reservation(tenant_id, reservation, done.provider, done.model, done.usage, started, done.fell_back)
+    if alongside is None:
+        return done, await closing
+    spent, _ = await asyncio.gather(closing, alongside(done))
     return done, spent
 
 
@@ -337,31 +348,26 @@ async def _call_and_cache(
     route: Route,
     tenant_id: str,
     daily_budget: int,
-    req: providers.Request,
+    req: ChatRequest,
+    input_bytes: int,
     started: float,
     held: cache.Held | bool,
 ) -> LLMResult:
     chain = providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
 
-    async def run() -> Metered[providers.Completion]:
-        completion, fell_back = await providers.complete(route, req)
-        usage = {
-            "input_tokens": completion.input_tokens,
-            "output_tokens": completion.output_tokens,
-            "cached_input_tokens": completion.cached_input_tokens,
-            "cache_write_tokens": completion.cache_write_tokens,
-        }
-        return Metered(completion, completion.provider, completion.model, usage, fell_back)
+    async def run() -> Metered[ChatAnswer]:
+        answer, fell_back = await providers.complete_chat(route, req, req.max_tokens or 1)
+        return Metered(answer, answer.provider, answer.model, answer.usage.as_dict(), fell_back)
 
-    input_bytes = sum(len(t.encode()) for t in (req.system, req.prompt) if t)
+    async def store(done: Metered[ChatAnswer]) -> None:
+        a = done.answer
+        await cache.put(key, {"content": a.content or "", "provider": a.provider, "model": a.model}, held)
+
     models = [model for _, model in chain]
-    done, spent = await metered(tenant_id, models, input_bytes, req.max_tokens, daily_budget, started, run)
-    completion = done.answer
-    value = {"content": completion.content, "provider": completion.provider, "model": completion.model}
-    await cache.put(key, value, held)
-    return LLMResult(
-        completion.content, done.tokens, spent.cost_usd, False, completion.provider, completion.model, spent.rate
-    )
+    max_tokens = req.max_tokens or 1
+    done, spent = await metered(tenant_id, models, input_bytes, max_tokens, daily_budget, started, run, store)
+    a = done.answer
+    return LLMResult(a.content or "", done.tokens, spent.cost_usd, False, a.provider, a.model, spent.rate)
 
 
 def _new_id() -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_patterns.llm import cache, providers
-from agent_patterns.llm.call import Metered, Spent, _hit, _lookup, metered
+from agent_patterns.llm.call import Metered, Spent, cached, metered
 from agent_patterns.llm.chat import ChatAnswer, ChatRequest, Usage
 from agent_patterns.llm.routing import Route, route_for_model
 from agent_patterns.llm.settings import llm_settings
@@ -87,29 +87,39 @@ def plan(req: ChatRequest, tenant_id: str, cache_mode: CacheMode) -> Plan:
     return Plan(route, max_tokens, models, key)
 
 
+async def begin(
+    req: ChatRequest, tenant_id: str, cache_mode: CacheMode, started: float
+) -> tuple[Plan, dict[str, Any] | None, cache.Held | bool]:
+    """The plan, and the cached answer (a hit) or the single-flight lock to hold (a miss)."""
+    p = plan(req, tenant_id, cache_mode)
+    if p.cache_key is None:
+        return p, None, True
+    value, held = await cached(p.cache_key, tenant_id, started)
+    return p, value, held
+
+
 async def call_chat(
     req: ChatRequest, tenant_id: str, *, daily_budget: int | None = None, cache_mode: CacheMode = "auto"
 ) -> ChatResult:
     """One chat answer for `tenant_id`, within its budgets and rates."""
     started = time.perf_counter()
-    p = plan(req, tenant_id, cache_mode)
-    route, max_tokens, key = p.route, p.max_tokens, p.cache_key
-    held: Any = True
-    if key is not None:
-        found, held = await _lookup(key)
-        if found is not None:
-            value, layer = found
-            await _hit(tenant_id, value, layer, started)
-            return ChatResult(_from_cache(value), True, 0.0)
+    p, value, held = await begin(req, tenant_id, cache_mode, started)
+    if value is not None:
+        return ChatResult(_from_cache(value), True, 0.0)
+    key = p.cache_key
     try:
 
         async def run() -> Metered[ChatAnswer]:
-            answer, fell_back = await providers.complete_chat(route, req, max_tokens)
+            answer, fell_back = await providers.complete_chat(p.route, req, p.max_tokens)
             return Metered(answer, answer.provider, answer.model, answer.usage.as_dict(), fell_back)
 
-        done, spent = await metered(tenant_id, p.models, req.size_bytes(), max_tokens, daily_budget, started, run)
-        if key is not None:
-            await cache.put(key, _cached_value(done.answer), held)
+        async def store(done: Metered[ChatAnswer]) -> None:
+            if key is not None:
+                await cache.put(key, _cached_value(done.answer), held)
+
+        done, spent = await metered(
+            tenant_id, p.models, req.size_bytes(), p.max_tokens, daily_budget, started, run, store
+        )
         return _result(done, spent)
     finally:
         if key is not None:

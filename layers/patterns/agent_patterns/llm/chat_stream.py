@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,15 +23,9 @@ from fastapi.responses import StreamingResponse
 
 from agent_patterns.errors import AgentPatternsError
 from agent_patterns.llm import cache, providers, translate
-from agent_patterns.llm.call import (
-    _hit,
-    _lookup,
-    close_reservation,
-    open_reservation,
-    release_reservation,
-)
+from agent_patterns.llm.call import close_reservation, open_reservation, release_reservation
 from agent_patterns.llm.chat import ChatAnswer, ChatRequest, FinishReason, Usage
-from agent_patterns.llm.chat_call import CacheMode, _cached_value, plan
+from agent_patterns.llm.chat_call import CacheMode, _cached_value, begin
 from agent_patterns.llm.openai_wire import DONE, chunk, completion_id, error_chunk, usage_chunk
 from agent_patterns.observability import logger
 
@@ -72,94 +66,99 @@ class _Answer:
 
 
 # ---- provider streams in neutral events ---------------------------------------------------
+# The provider's Server-Sent Events are read as lines and parsed with json.loads: no SDK model
+# per chunk (see providers.post).
 
 
-async def _openai_events(stream: Any) -> AsyncIterator[Event]:
-    async for c in stream:
-        if getattr(c, "usage", None) is not None:
-            details = getattr(c.usage, "prompt_tokens_details", None)
-            cached = int(getattr(details, "cached_tokens", 0) or 0)
-            yield ("usage", Usage(int(c.usage.prompt_tokens) - cached, int(c.usage.completion_tokens), cached))
-        for choice in c.choices:
-            d = choice.delta
+class UpstreamStreamError(Exception):
+    """The provider reported an error inside its stream (a 5xx in spirit: retried or fallen back
+    from before the first token, an error chunk after it)."""
+
+    status_code = 502
+
+
+async def _sse_data(response: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON payloads of a provider's SSE stream, until `[DONE]` or the end."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # `event:` names repeat the payload's `type`; blank lines, comments, pings
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        if data:
+            payload = json.loads(data)
+            if isinstance(payload, dict) and payload.get("error") and payload.get("type") in (None, "error"):
+                error = payload["error"]
+                raise UpstreamStreamError(str(error.get("message") if isinstance(error, dict) else error))
+            yield payload
+
+
+async def _openai_events(response: Any) -> AsyncIterator[Event]:
+    async for c in _sse_data(response):
+        if c.get("usage"):
+            yield ("usage", translate.openai_usage(c["usage"]))
+        for choice in c.get("choices") or ():
+            d = choice.get("delta") or {}
             delta: dict[str, Any] = {}
-            if d.content:
-                delta["content"] = d.content
-            if d.tool_calls:
+            if d.get("content"):
+                delta["content"] = d["content"]
+            if d.get("tool_calls"):
                 calls = []
-                for t in d.tool_calls:
-                    call: dict[str, Any] = {"index": t.index}
-                    if t.id:
-                        call.update(id=t.id, type="function")
-                    if t.function is not None:
-                        call["function"] = {
-                            k: v for k, v in (("name", t.function.name), ("arguments", t.function.arguments)) if v
-                        }
+                for t in d["tool_calls"]:
+                    call: dict[str, Any] = {"index": t["index"]}
+                    if t.get("id"):
+                        call.update(id=t["id"], type="function")
+                    fn = t.get("function")
+                    if fn is not None:
+                        call["function"] = {k: fn[k] for k in ("name", "arguments") if fn.get(k)}
                     calls.append(call)
                 delta["tool_calls"] = calls
             if delta:
                 yield ("delta", delta)
-            if choice.finish_reason:
-                yield ("finish", choice.finish_reason)
+            if choice.get("finish_reason"):
+                yield ("finish", translate.OPENAI_FINISH.get(choice["finish_reason"], "stop"))
 
 
-_ANTHROPIC_STOP: dict[str | None, FinishReason] = {"max_tokens": "length", "tool_use": "tool_calls"}
-
-
-async def _anthropic_events(stream: Any, req: ChatRequest, box: _Answer) -> AsyncIterator[Event]:
-    fmt = req.response_format
-    forced = fmt.json_schema.name if fmt is not None and fmt.type == "json_schema" and fmt.json_schema else None
+async def _anthropic_events(response: Any, req: ChatRequest, box: _Answer) -> AsyncIterator[Event]:
+    forced = translate.forced_tool(req)
     tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
     json_block: int | None = None
-    input_tokens = cached = written = 0
-    async for ev in stream:
-        kind = ev.type
+    started: dict[str, Any] = {}
+    async for ev in _sse_data(response):
+        kind = ev.get("type")
         if kind == "message_start":
-            u = ev.message.usage
-            input_tokens = int(u.input_tokens)
-            cached = int(getattr(u, "cache_read_input_tokens", 0) or 0)
-            written = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
-            box.input_seen = input_tokens + cached + written
-        elif kind == "content_block_start" and ev.content_block.type == "tool_use":
-            if forced and ev.content_block.name == forced:
-                json_block = ev.index  # the structured answer: streamed as content
+            started = (ev.get("message") or {}).get("usage") or {}
+            seen = translate.anthropic_usage(started, 0)
+            box.input_seen = seen.input_tokens + seen.cached_input_tokens + seen.cache_write_tokens
+        elif kind == "content_block_start" and ev["content_block"].get("type") == "tool_use":
+            block = ev["content_block"]
+            if forced and block.get("name") == forced:
+                json_block = ev["index"]  # the structured answer: streamed as content
             else:
-                tools[ev.index] = len(tools)
-                yield (
-                    "delta",
-                    {
-                        "tool_calls": [
-                            {
-                                "index": tools[ev.index],
-                                "id": ev.content_block.id,
-                                "type": "function",
-                                "function": {"name": ev.content_block.name, "arguments": ""},
-                            }
-                        ]
-                    },
-                )
+                tools[ev["index"]] = len(tools)
+                call = {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": ""}}
+                yield ("delta", {"tool_calls": [{"index": tools[ev["index"]], **call}]})
         elif kind == "content_block_delta":
-            d = ev.delta
-            if d.type == "text_delta" and d.text:
-                yield ("delta", {"content": d.text})
-            elif d.type == "input_json_delta" and d.partial_json:
-                if ev.index == json_block:
-                    yield ("delta", {"content": d.partial_json})
-                elif ev.index in tools:
-                    args = {"index": tools[ev.index], "function": {"arguments": d.partial_json}}
+            d = ev.get("delta") or {}
+            if d.get("type") == "text_delta" and d.get("text"):
+                yield ("delta", {"content": d["text"]})
+            elif d.get("type") == "input_json_delta" and d.get("partial_json"):
+                if ev["index"] == json_block:
+                    yield ("delta", {"content": d["partial_json"]})
+                elif ev["index"] in tools:
+                    args = {"index": tools[ev["index"]], "function": {"arguments": d["partial_json"]}}
                     yield ("delta", {"tool_calls": [args]})
         elif kind == "message_delta":
-            output = int(getattr(ev.usage, "output_tokens", 0) or 0)
-            reason = "stop" if forced else _ANTHROPIC_STOP.get(ev.delta.stop_reason, "stop")
-            yield ("finish", reason)
-            yield ("usage", Usage(input_tokens, output, cached, written))
+            output = int((ev.get("usage") or {}).get("output_tokens") or 0)
+            yield ("finish", translate.anthropic_finish((ev.get("delta") or {}).get("stop_reason"), req))
+            yield ("usage", translate.anthropic_usage(started, output))
 
 
 @dataclass
 class _Open:
     events: AsyncIterator[Event]
     first: list[Event]
-    stream: Any
+    response: Any  # the provider's HTTP response, closed to cancel the upstream request
     provider: str
     model: str
 
@@ -168,46 +167,50 @@ async def _open(route: Any, req: ChatRequest, max_tokens: int, box: _Answer) -> 
     """The first provider that answers with a first event; fallback happens only here."""
 
     async def attempt(provider: str, model: str, attempt_s: float) -> _Open:
+        events: AsyncIterator[Event]
         if provider == "openai":
-            kwargs = translate.openai_kwargs(req, model, max_tokens)
-            stream = await providers._client("openai").chat.completions.create(
-                **kwargs, stream=True, stream_options={"include_usage": True}, timeout=attempt_s
-            )
-            events = _openai_events(stream)
+            body = translate.openai_kwargs(req, model, max_tokens)
+            body.update(stream=True, stream_options={"include_usage": True})
+            response = await providers.post(provider, body, attempt_s, stream=True)
+            events = _openai_events(response)
         else:
-            kwargs = translate.anthropic_kwargs(req, model, max_tokens)
-            stream = await providers._client("anthropic").messages.create(**kwargs, stream=True, timeout=attempt_s)
-            events = _anthropic_events(stream, req, box)
+            body = {**translate.anthropic_kwargs(req, model, max_tokens), "stream": True}
+            response = await providers.post(provider, body, attempt_s, stream=True)
+            events = _anthropic_events(response, req, box)
         try:
             first = [await anext(events)]
         except StopAsyncIteration:
             first = []
         except BaseException:
             with contextlib.suppress(Exception):
-                await stream.close()
+                await response.aclose()
             raise
-        return _Open(events, first, stream, provider, model)
+        return _Open(events, first, response, provider, model)
 
     return await providers.run_chain(route, attempt)
 
 
+Trailer = Callable[[str], str]  # the answer's text -> one more SSE event, sent before [DONE]
+
+
 async def stream_chat(
-    req: ChatRequest, tenant_id: str, *, daily_budget: int | None = None, cache_mode: CacheMode = "auto"
+    req: ChatRequest,
+    tenant_id: str,
+    *,
+    daily_budget: int | None = None,
+    cache_mode: CacheMode = "auto",
+    trailer: Trailer | None = None,
 ) -> StreamingResponse:
     """A StreamingResponse of the answer in OpenAI's chunk format (or an error before it starts)."""
 
     started = time.perf_counter()
-    p = plan(req, tenant_id, cache_mode)
+    p, value, held = await begin(req, tenant_id, cache_mode, started)
     route, max_tokens, key = p.route, p.max_tokens, p.cache_key
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    held: Any = True
-    if key is not None:
-        found, held = await _lookup(key)
-        if found is not None:
-            value, layer = found
-            await _hit(tenant_id, value, layer, started)
-            headers = {**SSE_HEADERS, "x-agent-patterns-cache": "hit", "x-agent-patterns-provider": value["provider"]}
-            return StreamingResponse(_replay(value, include_usage), media_type="text/event-stream", headers=headers)
+    if value is not None:
+        headers = {**SSE_HEADERS, "x-agent-patterns-cache": "hit", "x-agent-patterns-provider": value["provider"]}
+        replay = _replay(value, include_usage, trailer)
+        return StreamingResponse(replay, media_type="text/event-stream", headers=headers)
     try:
         input_bytes = req.size_bytes()
         reservation = await open_reservation(tenant_id, p.models, input_bytes, max_tokens, daily_budget)
@@ -222,9 +225,20 @@ async def stream_chat(
             await cache.unlock(held)
         raise
 
+    finished = False
+
+    async def finish(complete: bool) -> None:
+        """Ledger and settle once, however the stream ends; shielded so a hang-up still settles."""
+        nonlocal finished
+        if finished:
+            return
+        finished = True
+        cache_key = key if complete else None
+        args = (tenant_id, reservation, opened, box, input_bytes, max_tokens, started, fell_back, cache_key, held)
+        await asyncio.shield(asyncio.ensure_future(_finish(*args)))
+
     async def body() -> AsyncIterator[str]:
         cid, created = completion_id(), int(time.time())
-        complete = False
         try:
             yield chunk(cid, opened.model, created, {"role": "assistant", "content": ""})
             for ev in opened.first:
@@ -239,8 +253,10 @@ async def stream_chat(
             yield chunk(cid, opened.model, created, {}, box.finish or "stop")
             if include_usage and box.usage is not None:
                 yield usage_chunk(cid, opened.model, created, box.usage)
+            await finish(complete=True)  # in the ledger before the client sees the end
+            if trailer is not None:
+                yield trailer("".join(box.content))
             yield DONE
-            complete = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # after the first token: the status is sent, so the stream says it
@@ -250,22 +266,7 @@ async def stream_chat(
             yield error_chunk(message, code)
             yield DONE
         finally:
-            finishing = asyncio.ensure_future(
-                _finish(
-                    tenant_id,
-                    reservation,
-                    opened,
-                    box,
-                    req,
-                    input_bytes,
-                    max_tokens,
-                    started,
-                    fell_back,
-                    key if complete else None,
-                    held,
-                )
-            )
-            await asyncio.shield(finishing)  # settles even if this task is being cancelled
+            await finish(complete=False)
 
     headers = {**SSE_HEADERS, "x-agent-patterns-cache": "miss", "x-agent-patterns-provider": opened.provider}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -305,7 +306,6 @@ async def _finish(
     reservation: Any,
     opened: _Open,
     box: _Answer,
-    req: ChatRequest,
     input_bytes: int,
     max_tokens: int,
     started: float,
@@ -316,7 +316,7 @@ async def _finish(
     """Cancel upstream if it is still running, then ledger and settle; cache a complete answer."""
     try:
         with contextlib.suppress(Exception):
-            await opened.stream.close()
+            await opened.response.aclose()
         usage = box.usage
         if usage is None:  # cut short: count conservatively, never 0
             seen = box.input_seen if box.input_seen is not None else input_bytes
@@ -334,7 +334,7 @@ async def _finish(
         await cache.unlock(held)
 
 
-async def _replay(value: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+async def _replay(value: dict[str, Any], include_usage: bool, trailer: Trailer | None) -> AsyncIterator[str]:
     """A cached answer as the stream it would have been."""
     cid, created, model = completion_id(), int(time.time()), value["model"]
     yield chunk(cid, model, created, {"role": "assistant", "content": ""})
@@ -345,4 +345,6 @@ async def _replay(value: dict[str, Any], include_usage: bool) -> AsyncIterator[s
     yield chunk(cid, model, created, {}, value.get("finish_reason") or "stop")
     if include_usage:
         yield usage_chunk(cid, model, created, Usage(0, 0))
+    if trailer is not None:
+        yield trailer(value.get("content") or "")
     yield DONE

@@ -25,7 +25,7 @@ from agent_patterns.llm.chat import (
 )
 
 JSON_OBJECT_INSTRUCTION = "Answer with one JSON object and nothing else."
-_ANTHROPIC_STOP: dict[str | None, FinishReason] = {
+ANTHROPIC_STOP: dict[str | None, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -74,29 +74,29 @@ def openai_kwargs(req: ChatRequest, model: str, max_tokens: int) -> dict[str, An
     return kwargs
 
 
-def answer_from_openai(resp: Any, model: str) -> ChatAnswer:
-    choice = resp.choices[0]
-    usage = resp.usage
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = int(getattr(details, "cached_tokens", 0) or 0)
+OPENAI_FINISH: dict[str | None, FinishReason] = {
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def openai_usage(usage: dict[str, Any]) -> Usage:
+    """OpenAI counts cached input inside prompt_tokens; the neutral usage counts it apart."""
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return Usage(int(usage.get("prompt_tokens") or 0) - cached, int(usage.get("completion_tokens") or 0), cached)
+
+
+def answer_from_openai(body: dict[str, Any], model: str) -> ChatAnswer:
+    """A Chat Completions response body (JSON, as sent) in the neutral shape."""
+    choice = body["choices"][0]
+    message = choice.get("message") or {}
     calls = [
-        {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
-        for c in choice.message.tool_calls or []
+        {"id": c["id"], "type": "function", "function": {k: c["function"][k] for k in ("name", "arguments")}}
+        for c in message.get("tool_calls") or []
     ]
-    reasons: dict[str, FinishReason] = {
-        "length": "length",
-        "tool_calls": "tool_calls",
-        "content_filter": "content_filter",
-    }
-    reason = reasons.get(choice.finish_reason, "stop")
-    return ChatAnswer(
-        content=choice.message.content,
-        tool_calls=calls,
-        finish_reason=reason,
-        usage=Usage(int(usage.prompt_tokens) - cached, int(usage.completion_tokens), cached),
-        provider="openai",
-        model=model,
-    )
+    reason = OPENAI_FINISH.get(choice.get("finish_reason"), "stop")
+    return ChatAnswer(message.get("content"), calls, reason, openai_usage(body.get("usage") or {}), "openai", model)
 
 
 # ---- Anthropic ----------------------------------------------------------------------------
@@ -230,30 +230,46 @@ def _auto_cache_breakpoints(system: list[dict[str, Any]], tools: list[dict[str, 
         system[-1]["cache_control"] = {"type": "ephemeral"}
 
 
-def answer_from_anthropic(msg: Any, req: ChatRequest, model: str) -> ChatAnswer:
-    usage = msg.usage
-    counted = Usage(
-        int(usage.input_tokens),
-        int(usage.output_tokens),
-        int(getattr(usage, "cache_read_input_tokens", 0) or 0),
-        int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
+def anthropic_usage(usage: dict[str, Any], output_tokens: int | None = None) -> Usage:
+    return Usage(
+        int(usage.get("input_tokens") or 0),
+        int(usage.get("output_tokens") or 0) if output_tokens is None else output_tokens,
+        int(usage.get("cache_read_input_tokens") or 0),
+        int(usage.get("cache_creation_input_tokens") or 0),
     )
-    text = "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", "") == "text") or None
-    uses = [b for b in msg.content if getattr(b, "type", "") == "tool_use"]
+
+
+def forced_tool(req: ChatRequest) -> str | None:
+    """The tool whose input is the structured answer on Anthropic (a JSON-schema request)."""
     fmt = req.response_format
-    reason = _ANTHROPIC_STOP.get(msg.stop_reason, "stop")
-    if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
-        answer = next((u for u in uses if u.name == fmt.json_schema.name), None)
+    return fmt.json_schema.name if fmt is not None and fmt.type == "json_schema" and fmt.json_schema else None
+
+
+def anthropic_finish(stop_reason: str | None, req: ChatRequest) -> FinishReason:
+    return "stop" if forced_tool(req) else ANTHROPIC_STOP.get(stop_reason, "stop")
+
+
+def answer_from_anthropic(body: dict[str, Any], req: ChatRequest, model: str) -> ChatAnswer:
+    """A Messages API response body (JSON, as sent) in the neutral shape."""
+    counted = anthropic_usage(body.get("usage") or {})
+    blocks = body.get("content") or []
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text") or None
+    uses = [b for b in blocks if b.get("type") == "tool_use"]
+    forced = forced_tool(req)
+    if forced is not None:
+        assert req.response_format is not None and req.response_format.json_schema is not None
+        answer = next((u for u in uses if u.get("name") == forced), None)
         if answer is None:
             raise ProviderRequestError("anthropic did not return the structured answer (no forced tool call)")
-        check_schema(answer.input, fmt.json_schema.schema_, "anthropic")
-        return ChatAnswer(json.dumps(answer.input), [], "stop", counted, "anthropic", model)
-    if fmt is not None and fmt.type == "json_object":
+        check_schema(answer.get("input"), req.response_format.json_schema.schema_, "anthropic")
+        return ChatAnswer(json.dumps(answer.get("input")), [], "stop", counted, "anthropic", model)
+    if req.response_format is not None and req.response_format.type == "json_object":
         check_json_object(text or "", "anthropic")
     calls = [
-        {"id": u.id, "type": "function", "function": {"name": u.name, "arguments": json.dumps(u.input)}} for u in uses
+        {"id": u["id"], "type": "function", "function": {"name": u["name"], "arguments": json.dumps(u.get("input"))}}
+        for u in uses
     ]
-    return ChatAnswer(text, calls, reason, counted, "anthropic", model)
+    return ChatAnswer(text, calls, anthropic_finish(body.get("stop_reason"), req), counted, "anthropic", model)
 
 
 def check_schema(value: Any, schema: dict[str, Any], provider: str) -> None:
