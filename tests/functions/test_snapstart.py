@@ -108,14 +108,15 @@ async def test_after_restore_drops_the_connections_made_before_the_snapshot(
 ) -> None:
     _, hooks = fresh_handler(name)
     old_client, old_conn = await _connections_made()
-    providers._clients["openai"] = sentinel_provider = object()
+    loop = asyncio.get_running_loop()
+    providers._clients[loop] = {"openai": (sentinel_provider := object())}
     sqs_backend._client = sentinel_sqs = object()
     try:
         hooks.run_after_restore()
 
         assert len(redis._clients) == 0 and len(postgres._holders) == 0
         if name in ("llm", "search"):  # they hold the OpenAI client (completions, embeddings)
-            assert providers._clients == {}
+            assert len(providers._clients) == 0
         if name == "crawl":  # it holds the SQS client
             assert sqs_backend._client is None
         # The next request makes new ones, and they work.
@@ -123,8 +124,8 @@ async def test_after_restore_drops_the_connections_made_before_the_snapshot(
         assert new_client is not old_client and new_conn is not old_conn
         assert not old_conn.closed  # dropped, never touched: after a restore its socket is dead
     finally:
-        if providers._clients.get("openai") is sentinel_provider:
-            del providers._clients["openai"]
+        if providers._clients.get(loop, {}).get("openai") is sentinel_provider:
+            del providers._clients[loop]
         if sqs_backend._client is sentinel_sqs:
             sqs_backend._client = None
         await _close(old_client, old_conn)
@@ -153,7 +154,7 @@ async def test_before_snapshot_preloads_and_connects_nothing(
     assert all(m in sys.modules for m in module.PRELOAD)
     # The throwaway SDK clients it makes are kept nowhere: nothing of them reaches the snapshot.
     assert len(redis._clients) == 0 and len(postgres._holders) == 0
-    assert providers._clients == {} and sqs_backend._client is None
+    assert len(providers._clients) == 0 and sqs_backend._client is None
 
 
 def test_handlers_import_without_the_runtime_module(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,11 @@ tokens within the lease. Reaping turns each expired reservation into its ledger 
 free while its usage is still uncounted. The counters are a cache of the Postgres ledger (`llm.ledger`): a
 counter Redis lost (restart, eviction, failover) is rebuilt from the ledger before anything is
 granted, and a reaped reservation whose call did settle in the ledger is applied then.
+
+Keys: every key of a tenant carries its hash tag (`prefix`), so one script's keys always share a
+cluster slot. The scripts name their keys in KEYS, except the day and month counters of a
+reservation being freed or settled: those are read from the reservation's own record (it may
+date from yesterday) and built from the prefix inside the script, in the same slot.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ local function free(prefix, rid, res_key, lease_key)
 end
 """
 
-# KEYS: day counter, month counter, reservations, leases, settled, rate window
+# KEYS: day counter, month counter, reservations, leases, settled, rate window, this caller's claim
 # ARGV: id, now, deadline, tokens, nanousd, day tokens, day nanousd, month tokens, month nanousd,
 #       rpm, tpm, day expire-at, month expire-at, key prefix, day, month, minute, reap ('1': stop
 #       and claim the expired reservations, so each is settled or freed atomically first; '2': the
@@ -66,7 +71,7 @@ if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then missing[#missing + 1] = 'd
 if redis.call('HEXISTS', KEYS[2], 'seeded') == 0 then missing[#missing + 1] = 'month' end
 if #missing > 0 then return {2, 'seed', missing} end
 local reaped = {}
-local claim = ARGV[14] .. 'claimed:' .. id
+local claim = KEYS[7]
 if ARGV[18] == '2' then redis.call('DEL', claim) end  -- this caller settled or freed its claim
 if ARGV[18] ~= '0' then
   if redis.call('EXISTS', claim) == 1 then return {4, 'reap', redis.call('SMEMBERS', claim)} end
@@ -326,7 +331,7 @@ async def reserve(
         p = prefix(tenant_id)
         day_expire, month_expire = _expire_at(today)
         keys = [day_key(tenant_id, today), month_key(tenant_id, today), p + "res", p + "lease", p + "settled"]
-        keys.append(f"{p}rate:{minute}")
+        keys += [f"{p}rate:{minute}", f"{p}claimed:{rid}"]
         reply: list[Any] = await RESERVE(
             keys,
             [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ from agent_patterns.observability import logger
 RETRYABLE_STATUS = {408, 409, 429}
 
 
-_clients: dict[str, Any] = {}
+# One SDK client per event loop: its connection pool belongs to the loop that opened it (the dev
+# server runs the crawl worker's loop in a thread next to uvicorn's; Lambda has one loop).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def api_key(provider: str) -> str | None:
@@ -46,7 +49,8 @@ def configured(provider: str) -> bool:
 
 
 def _client(provider: str) -> Any:
-    client = _clients.get(provider)
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    client = per_loop.get(provider)
     if client is None:
         settings = llm_settings()
         if provider == "openai":
@@ -67,7 +71,7 @@ def _client(provider: str) -> Any:
                 max_retries=0,
                 timeout=settings.llm_attempt_timeout_seconds,
             )
-        _clients[provider] = client
+        per_loop[provider] = client
     return client
 
 
