@@ -181,6 +181,7 @@ class LocalCrawlWorker:
         self.thread = threading.Thread(target=self._run, name="local-crawl-worker", daemon=True)
         self.current: dict[str, Any] | None = None
         self.module: ModuleType | None = None
+        self.stopping = False
 
     def submit(self, message: dict[str, Any]) -> None:
         self.jobs.put((message, 1))
@@ -200,6 +201,7 @@ class LocalCrawlWorker:
         from agent_patterns.backends.sqs import set_local_consumer
 
         set_local_consumer(None)
+        self.stopping = True
         unfinished = [] if self.current is None else [self.current]
         while not self.jobs.empty():
             item = self.jobs.get_nowait()
@@ -223,8 +225,13 @@ class LocalCrawlWorker:
                 response = self.module.handler(
                     sqs_event(message, receives), LocalLambdaContext("crawl-worker", self.timeout_s)
                 )
-            except BaseException:  # cancelled by stop(): the run is marked there
-                return
+            except BaseException:
+                if self.stopping:  # cancelled by stop(): the run is marked there
+                    return
+                # its one record failed: Powertools raises when every record of a batch fails,
+                # and SQS would deliver the message again
+                logger.warning("crawl job failed", exc_info=True, extra={"job": message})
+                response = {"batchItemFailures": [{"itemIdentifier": "local"}]}
             finally:
                 self.current = None
             if response.get("batchItemFailures"):
@@ -239,14 +246,16 @@ class LocalWebhookWorker:
     arrive in-process and run one at a time in a thread, through the same handler as on AWS. A
     message whose handler fails is tried again up to 3 times, then dropped, as the queue's DLQ
     would; a delivery that gives up after WEBHOOK_MAX_ATTEMPTS is logged (no DLQ locally).
-    `stop()` drops what is still queued."""
+    At start, then every `sweep_every_s` (between deliveries), it sweeps the webhook outbox as
+    the reaper's schedule does on AWS. `stop()` drops what is still queued."""
 
     MAX_RECEIVES = 3
 
-    def __init__(self) -> None:
+    def __init__(self, sweep_every_s: float = 60.0) -> None:
         import queue
         import threading
 
+        self.sweep_every_s = sweep_every_s
         self.jobs: queue.Queue[tuple[dict[str, Any], int] | None] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="local-webhook-worker", daemon=True)
         self.module: ModuleType | None = None
@@ -275,10 +284,23 @@ class LocalWebhookWorker:
         return dropped
 
     def _run(self) -> None:
+        import queue
+        import time
+
         from agent_patterns.observability import logger
 
         assert self.module is not None
-        while (item := self.jobs.get()) is not None:
+        next_sweep = time.monotonic()
+        while True:
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + self.sweep_every_s
+            try:
+                item = self.jobs.get(timeout=max(0.0, next_sweep - time.monotonic()))
+            except queue.Empty:
+                continue
+            if item is None:
+                return
             message, receives = item
             try:
                 response = self.module.handler(sqs_event(message, receives), LocalLambdaContext("webhooks", 60.0))
@@ -289,6 +311,14 @@ class LocalWebhookWorker:
                     self.jobs.put((message, receives + 1))
                 else:
                     logger.error("webhook message failed 3 times; dropped (the DLQ on AWS)")
+
+    def _sweep(self) -> None:
+        """Queue again what the outbox still holds (`webhooks.outbox.sweep_outbox`, which never
+        raises), on the handler's own event loop: its backends are bound to it."""
+        from agent_patterns.webhooks.outbox import sweep_outbox
+
+        assert self.module is not None
+        self.module._loop.run_until_complete(sweep_outbox())
 
 
 def _cancel_tasks(loop: Any) -> None:

@@ -2,7 +2,8 @@
 
 Messages come from the crawl API (`{"kind": "crawl", ...}`), from the worker itself
 (continuations) and from EventBridge schedules (`{"kind": "schedule", ...}`, and every minute
-`{"kind": "reap"}`, which ends runs whose worker died). Failed records are reported
+`{"kind": "reap"}`, which ends runs whose worker died and re-queues the webhook deliveries SQS
+never took). Failed records are reported
 individually (ReportBatchItemFailures); after 3 receives SQS moves them to the DLQ.
 """
 

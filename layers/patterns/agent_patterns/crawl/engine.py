@@ -25,6 +25,7 @@ from agent_patterns.config import on_lambda
 from agent_patterns.crawl.browser import BASE_ARGS
 from agent_patterns.crawl.markdown import SOURCE_JS, page_text_from, warm_up
 from agent_patterns.crawl.netguard import BLOCKED_HEADER, BlockedAddressError, BlockedRequest, EgressPolicy, EgressProxy
+from agent_patterns.crawl.politeness import OriginRateLimit, crawl_delay
 from agent_patterns.crawl.types import AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import dedup_key, fetch_url, is_http, same_origin
 
@@ -65,6 +66,7 @@ class _State:
     invocations: int = 0
     robots: dict[str, Any] | None = None  # {status, text?}: fetched once, kept across continuations
     sitemap: dict[str, Any] | None = None  # {status, url, seeded}: read once, on the first invocation
+    rate_next_at: float | None = None  # the origin's next free request slot (unix time), if ahead
 
     @classmethod
     def start(cls, url: str) -> _State:
@@ -148,7 +150,7 @@ def _out_of_scope(link: str, config: CrawlConfig, state: _State) -> str | None:
     return None
 
 
-async def _fetch_robots(context: BrowserContext, config: CrawlConfig) -> dict[str, Any]:
+async def _fetch_robots(context: BrowserContext, config: CrawlConfig, limit: OriginRateLimit) -> dict[str, Any]:
     """The site's robots.txt, fetched through the same guarded browser as its pages. A 4xx means
     no rules; a 5xx or no answer is recorded and crawled without rules."""
     from urllib.parse import urlsplit
@@ -157,7 +159,8 @@ async def _fetch_robots(context: BrowserContext, config: CrawlConfig) -> dict[st
     url = f"{parts.scheme}://{parts.netloc}/robots.txt"
     page = await context.new_page()
     try:
-        response = await asyncio.wait_for(page.goto(url), config.page_timeout_s)
+        async with limit.navigation(page, url):
+            response = await asyncio.wait_for(page.goto(url), config.page_timeout_s)
         status = response.status if response is not None else 0
         if status == 200 and response is not None:
             body = (await response.body())[:ROBOTS_MAX_BYTES]
@@ -174,11 +177,12 @@ SITEMAP_MAX_BYTES = 2_000_000
 SITEMAP_MAX_CHILDREN = 5
 
 
-async def _fetch_body(context: BrowserContext, url: str, timeout_s: float) -> tuple[int, bytes]:
+async def _fetch_body(context: BrowserContext, url: str, timeout_s: float, limit: OriginRateLimit) -> tuple[int, bytes]:
     """A URL's status and body, through the guarded browser (public addresses only)."""
     page = await context.new_page()
     try:
-        response = await asyncio.wait_for(page.goto(url), timeout_s)
+        async with limit.navigation(page, url):
+            response = await asyncio.wait_for(page.goto(url), timeout_s)
         if response is None:
             return 0, b""
         return response.status, (await response.body())[:SITEMAP_MAX_BYTES] if response.status == 200 else b""
@@ -203,7 +207,9 @@ def _sitemap_locs(body: bytes) -> tuple[str, list[str]]:
     return kind, [loc for loc in locs if loc]
 
 
-async def _seed_from_sitemap(context: BrowserContext, config: CrawlConfig, state: _State) -> dict[str, Any]:
+async def _seed_from_sitemap(
+    context: BrowserContext, config: CrawlConfig, state: _State, limit: OriginRateLimit
+) -> dict[str, Any]:
     """Add the site's sitemap URLs (same origin, in scope) to the frontier, up to max_pages."""
     from urllib.parse import urlsplit
 
@@ -222,7 +228,7 @@ async def _seed_from_sitemap(context: BrowserContext, config: CrawlConfig, state
         while queue and fetched < SITEMAP_MAX_CHILDREN + 1:
             url = queue.pop(0)
             fetched += 1
-            status, body = await _fetch_body(context, url, config.page_timeout_s)
+            status, body = await _fetch_body(context, url, config.page_timeout_s, limit)
             kind, locs = _sitemap_locs(body) if status == 200 else ("", [])
             if kind == "sitemapindex":
                 queue += [loc for loc in locs if same_origin(loc, config.url)][:SITEMAP_MAX_CHILDREN]
@@ -244,7 +250,7 @@ async def _seed_from_sitemap(context: BrowserContext, config: CrawlConfig, state
     return {"status": "found" if found else "absent", **({"url": found} if found else {}), "seeded": seeded}
 
 
-async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -> None:
+async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float, limit: OriginRateLimit) -> None:
     password = auth.password
     if password is None and auth.password_secret_arn:
         from agent_patterns.config import resolve_secret
@@ -254,7 +260,8 @@ async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float) -
         raise LoginError("login failed: no password or password_secret_arn given")
     page = await context.new_page()
     try:
-        await page.goto(auth.login_url, timeout=timeout_ms, wait_until="load")
+        async with limit.navigation(page, auth.login_url):
+            await page.goto(auth.login_url, timeout=timeout_ms, wait_until="load")
         await page.fill(auth.username_selector, auth.username, timeout=timeout_ms)
         await page.fill(auth.password_selector, password, timeout=timeout_ms)
         await page.click(auth.submit_selector, timeout=timeout_ms)
@@ -398,10 +405,12 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
     policy = EgressPolicy(config.allowed_private_hosts)
     state = _State(**config.resume_state) if config.resume_state else _State.start(config.url)
     state.invocations += 1
+    limit = OriginRateLimit(config.url, config.max_requests_per_second, resume_at=state.rate_next_at)
+    _apply_crawl_delay(limit, config, state)
     try:
         await policy.check_url(config.url)
     except BlockedAddressError as exc:
-        return _result(state, config, error=f"start URL refused: {exc}")
+        return _result(state, config, limit, error=f"start URL refused: {exc}")
 
     warming = asyncio.create_task(asyncio.to_thread(warm_up))  # meanwhile Chromium starts
     user_data_dir = Path(tempfile.gettempdir()) / f"pw-{uuid.uuid4().hex}"
@@ -425,16 +434,17 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
                 handle_sighup=False,
             )
             try:
-                await context.route("**/*", _guard(config, state, page_hosts))
+                await context.route("**/*", _guard(config, state, page_hosts, limit))
                 await _restore_storage(context, state.storage)
                 if config.auth_config is not None and state.storage is None:
-                    await _login(context, config.auth_config, config.page_timeout_s * 1000)
+                    await _login(context, config.auth_config, config.page_timeout_s * 1000, limit)
                     state.storage = await context.storage_state()  # type: ignore[assignment]
                 if config.respect_robots and state.robots is None:
-                    state.robots = await _fetch_robots(context, config)
+                    state.robots = await _fetch_robots(context, config, limit)
+                    _apply_crawl_delay(limit, config, state)
                 if config.use_sitemap and state.sitemap is None:
-                    state.sitemap = await _seed_from_sitemap(context, config, state)
-                stop_reason = await _crawl_frontier(context, config, state, started)
+                    state.sitemap = await _seed_from_sitemap(context, config, state, limit)
+                stop_reason = await _crawl_frontier(context, config, state, started, limit)
                 if stop_reason == "continue" and config.auth_config is not None:
                     state.storage = await context.storage_state()  # type: ignore[assignment]
             except LoginError as exc:
@@ -449,13 +459,21 @@ async def run_crawl(config: CrawlConfig) -> CrawlResult:
     finally:
         shutil.rmtree(user_data_dir, ignore_errors=True)
         state.elapsed_s += time.monotonic() - started
+        state.rate_next_at = limit.resume_at()
         with contextlib.suppress(Exception):  # an import error shows on the pages that needed it
             await warming
     if error is not None:
-        return _result(state, config, error=error)
+        return _result(state, config, limit, error=error)
     if stop_reason == "continue":
-        return _result(state, config, continuation=True)
-    return _result(state, config, stopped=stop_reason)
+        return _result(state, config, limit, continuation=True)
+    return _result(state, config, limit, stopped=stop_reason)
+
+
+def _apply_crawl_delay(limit: OriginRateLimit, config: CrawlConfig, state: _State) -> None:
+    """robots.txt's Crawl-delay for our token, when robots.txt is respected, slows the crawl."""
+    text = (state.robots or {}).get("text")
+    if config.respect_robots and text:
+        limit.set_crawl_delay(crawl_delay(text, ROBOTS_AGENT))
 
 
 def site_blocked(blocked: list[BlockedRequest], page_hosts: set[str]) -> list[BlockedRequest]:
@@ -464,7 +482,7 @@ def site_blocked(blocked: list[BlockedRequest], page_hosts: set[str]) -> list[Bl
     return [b for b in blocked if b.host is None or b.host in page_hosts]
 
 
-def _guard(config: CrawlConfig, state: _State, page_hosts: set[str]) -> Any:
+def _guard(config: CrawlConfig, state: _State, page_hosts: set[str], limit: OriginRateLimit) -> Any:
     blocked_types = set(config.block_resources)
 
     async def guard(route: Route) -> None:
@@ -480,14 +498,18 @@ def _guard(config: CrawlConfig, state: _State, page_hosts: set[str]) -> Any:
         if request.resource_type in blocked_types:
             await route.abort("blockedbyclient")
             return
+        await limit.admit(request)  # a document request to the crawled origin waits for its slot
         await route.continue_()
 
     return guard
 
 
-async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _State, started: float) -> str | None:
+async def _crawl_frontier(
+    context: BrowserContext, config: CrawlConfig, state: _State, started: float, limit: OriginRateLimit
+) -> str | None:
     """Crawl until done; returns None (finished), "continue" (out of invocation time) or
-    "time limit" (the run's total time is used up)."""
+    "time limit" (the run's total time is used up). Each page's request slot (politeness.py) is
+    taken when the page is handed out, and judged against the time limits as of that slot."""
     from playwright.async_api import Error as PlaywrightError
 
     pending = [e for e in state.order if not state.finished(e["key"])]
@@ -498,22 +520,22 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
     changed = asyncio.Condition()
     pages: list[Page] = []
 
-    def over_time() -> str | None:
-        now = time.monotonic()
+    def over_time(now: float) -> str | None:
         if config.stop_at is not None and now >= config.stop_at and progressed:
             return "continue"  # every invocation crawls at least one page, so continuations progress
         if state.elapsed_s + (now - started) >= config.total_time_limit_s:
             return "time limit"
         return None
 
-    async def next_entry() -> dict[str, Any] | None:
+    async def next_entry() -> tuple[dict[str, Any], float] | None:
         nonlocal cursor, in_flight, progressed
         async with changed:
             while True:
                 if stop:
                     return None
                 if cursor < len(pending):
-                    reason = over_time()
+                    slot = limit.next_slot()  # when this page's request may go out
+                    reason = over_time(slot)
                     if reason:
                         stop.append(reason)
                         changed.notify_all()
@@ -522,7 +544,7 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
                     cursor += 1
                     in_flight += 1
                     progressed += 1
-                    return entry
+                    return entry, limit.reserve()
                 if in_flight == 0:  # nothing running could add more: the crawl is complete
                     changed.notify_all()
                     return None
@@ -548,14 +570,17 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
         # Chromium ends the session (dropping session cookies) when its last tab closes.
         page = await context.new_page()
         pages.append(page)
-        while (entry := await next_entry()) is not None:
+        while (handed := await next_entry()) is not None:
+            entry, slot = handed
+            await limit.take(slot)  # politeness: before the page's own time starts
             record, failure = None, None
             # Every step of a page (navigation, waiting, extraction) runs inside the page's time,
             # and never past the run's total limit: a script that never yields cannot hold it.
             left = config.total_time_limit_s - (state.elapsed_s + time.monotonic() - started)
             budget = max(0.1, min(config.page_timeout_s + 1, left))
             try:
-                record = await asyncio.wait_for(_crawl_one(page, entry, config, config.url), budget)
+                with limit.prepaid(page):
+                    record = await asyncio.wait_for(_crawl_one(page, entry, config, config.url), budget)
             except TimeoutError:
                 failure = "timeout" if budget < left else "limit reached"
                 page = await _replace_page(context, page, pages)  # its renderer may be stuck in a loop
@@ -570,7 +595,7 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
             if config.on_page is not None:
                 # One report at a time, counted inside the lock: progress never goes backwards.
                 async with report_lock:
-                    await config.on_page(entry["url"], len(state.done), record)
+                    await config.on_page(entry["url"], len(state.done), record, failure)
 
     try:
         await asyncio.gather(*(worker() for _ in range(config.concurrency)))
@@ -590,6 +615,7 @@ async def _crawl_frontier(context: BrowserContext, config: CrawlConfig, state: _
 def _result(
     state: _State,
     config: CrawlConfig,
+    limit: OriginRateLimit,
     *,
     error: str | None = None,
     continuation: bool = False,
@@ -612,6 +638,7 @@ def _result(
     crawl_data["robots"] = {"respected": config.respect_robots, **{k: v for k, v in robots.items() if k != "text"}}
     if state.sitemap is not None:
         crawl_data["sitemap"] = state.sitemap
+    crawl_data["rate_limit"] = limit.describe()
     truncated = [{"url": p["url"], "what": p["truncated"]} for p in pages if p.get("truncated")]
     if truncated:
         crawl_data["truncated"] = truncated

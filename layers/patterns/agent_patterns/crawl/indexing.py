@@ -41,11 +41,19 @@ class Indexer:
         self.slots = asyncio.Semaphore(INDEX_CONCURRENCY)
         self.tasks: list[asyncio.Task[str]] = []
         self.indexed = 0
+        self.outcomes: list[dict[str, str]] = []  # {url, outcome} of pages done since take_outcomes()
 
-    def offer(self, page: dict[str, Any] | None) -> None:
+    def offer(self, page: dict[str, Any] | None) -> bool:
+        """Index `page` in the background; False when it is not indexed (failed, no Markdown, 4xx/5xx)."""
         if page is None or not page.get("markdown") or int(page.get("status") or 0) >= 400:
-            return
+            return False
         self.tasks.append(asyncio.create_task(self._index(page)))
+        return True
+
+    def take_outcomes(self) -> list[dict[str, str]]:
+        """The pages indexed since the last call, each `{url, outcome}` (for progress events)."""
+        taken, self.outcomes = self.outcomes, []
+        return taken
 
     async def _index(self, page: dict[str, Any]) -> str:
         from agent_patterns.search import DocumentInput, ingest
@@ -75,6 +83,7 @@ class Indexer:
                 logger.warning("page not indexed", extra={"url": doc_id, "error": str(exc)[:300]})
                 outcome = "failed"
             self.indexed += outcome != "failed"
+            self.outcomes.append({"url": str(page["url"]), "outcome": outcome})
             async with get_redis().pipeline(transaction=True) as pipe:
                 pipe.hincrby(counts_key(self.run_id), outcome, 1)
                 pipe.expire(counts_key(self.run_id), INDEX_COUNTS_TTL_S)

@@ -3,7 +3,8 @@
 One job message (SQS on AWS, in-process locally) is `{"kind": "crawl", "run_id", "tenant_id",
 "step"}`; an EventBridge schedule sends `{"kind": "schedule", "tenant_id", "url", "max_pages"}`
 and the run is created when it arrives, and another sends `{"kind": "reap"}` every minute to end
-runs whose worker died (`runs.leases`). Each step runs at most once: a redelivered message
+runs whose worker died (`runs.leases`) and re-queue webhook deliveries left in an outbox
+(`webhooks.outbox.sweep_outbox`). Each step runs at most once: a redelivered message
 finds the step's idempotency record, or a finished run, and does nothing. While a step runs
 its worker holds the run's lease; a cancelled or reaped run makes it stop and write nothing.
 """
@@ -20,11 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote
 
 from pydantic import BaseModel, Field, HttpUrl, StringConstraints, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from agent_patterns.backends import connection, get_redis
 from agent_patterns.backends.sqs import send_job
 from agent_patterns.crawl.engine import run_crawl
 from agent_patterns.crawl.netguard import BlockedAddressError, EgressPolicy
+from agent_patterns.crawl.politeness import MAX_REQUESTS_PER_SECOND, MIN_REQUESTS_PER_SECOND
 from agent_patterns.crawl.settings import crawl_settings
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import without_userinfo
@@ -78,6 +81,22 @@ class CrawlRequest(BaseModel):
     use_sitemap: bool = Field(True, description="seed the crawl from the site's sitemap.xml")
     include: list[PathPattern] = Field(default_factory=list, max_length=20, description="crawl only these paths")
     exclude: list[PathPattern] = Field(default_factory=list, max_length=20, description="never these paths")
+    max_requests_per_second: float | None = Field(
+        None,
+        strict=True,  # a number: not "5", not true
+        description="requests per second to the site's origin (default CRAWL_ORIGIN_MAX_RPS)",
+    )
+
+    @field_validator("max_requests_per_second")
+    @classmethod
+    def _rate(cls, rate: float | None) -> float | None:
+        if rate is not None and not MIN_REQUESTS_PER_SECOND <= rate <= MAX_REQUESTS_PER_SECOND:  # NaN too
+            raise PydanticCustomError(
+                "rate_out_of_range",
+                "must be between {low} and {high} requests per second, got {rate}",
+                {"low": f"{MIN_REQUESTS_PER_SECOND:g}", "high": f"{MAX_REQUESTS_PER_SECOND:g}", "rate": rate},
+            )
+        return rate
 
     @model_validator(mode="after")
     def _prune_needs_index(self) -> CrawlRequest:
@@ -199,7 +218,8 @@ def _auth_config(stored: dict[str, Any] | None) -> AuthConfig | None:
 
 
 class ReapMessage(BaseModel):
-    """`{"kind": "reap"}`, sent every minute by an EventBridge schedule: end abandoned runs."""
+    """`{"kind": "reap"}`, sent every minute by an EventBridge schedule: end abandoned runs, then
+    queue again the webhook deliveries SQS never took (`webhooks.outbox.sweep_outbox`)."""
 
     kind: Literal["reap"]
     limit: int = Field(100, ge=1, le=1000)
@@ -211,7 +231,10 @@ async def process_job(message: dict[str, Any], remaining_ms: Callable[[], int]) 
     the DLQ)."""
     if message.get("kind") == "reap":
         reap = ReapMessage.model_validate(message)
-        return {"outcome": "reaped", "run_ids": await reap_expired_runs(reap.limit)}
+        run_ids = await reap_expired_runs(reap.limit)
+        from agent_patterns.webhooks.outbox import sweep_outbox  # deliveries SQS never took (never raises)
+
+        return {"outcome": "reaped", "run_ids": run_ids, "webhooks": await sweep_outbox()}
     job = JobMessage.model_validate(message)
     if job.kind == "schedule":
         if job.url is None:
@@ -256,16 +279,22 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
 
         indexer = _indexer(tenant_id, run_id, record.request)
 
-        async def on_page(url: str, pages_crawled: int, page: dict[str, Any] | None = None) -> None:
+        async def on_page(
+            url: str, pages_crawled: int, page: dict[str, Any] | None = None, failure: str | None = None
+        ) -> None:
             progress: dict[str, Any] = {"url": url, "pages_crawled": pages_crawled, "max_pages": max_pages}
+            progress["page"] = _page_event(page, failure)
             if indexer is not None:
-                indexer.offer(page)
+                progress["page"]["index"] = "queued" if indexer.offer(page) else "skipped"
                 progress["pages_indexed"] = indexer.indexed
+                if outcomes := indexer.take_outcomes():
+                    progress["indexed"] = outcomes
             with contextlib.suppress(RunEndedError):  # cancelled or reaped: the lease will stop the crawl
                 await events.publish(run_id, "running", progress)
 
         settings = crawl_settings()
         stop_at = time.monotonic() + remaining_ms() / 1000 - settings.crawl_invocation_margin_seconds
+        rate = record.request.get("max_requests_per_second")
         config = CrawlConfig(
             url=str(record.request["url"]),
             max_pages=max_pages,
@@ -281,6 +310,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
             use_sitemap=bool(record.request.get("use_sitemap", True)),
             include=tuple(record.request.get("include") or ()),
             exclude=tuple(record.request.get("exclude") or ()),
+            max_requests_per_second=float(rate) if rate is not None else settings.crawl_origin_max_rps,
         )
         # Its own task, so that losing the lease can cancel the crawl and nothing else.
         crawl = asyncio.create_task(run_crawl(config))
@@ -293,6 +323,11 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
             raise
         if indexer is not None:
             await indexer.drain()  # this step's pages are in the index before it saves or completes
+            if (outcomes := indexer.take_outcomes()) and not lease.lost:  # the last pages' outcomes
+                last: dict[str, Any] = {"url": None, "pages_crawled": result.pages_crawled, "max_pages": max_pages}
+                last.update(pages_indexed=indexer.indexed, indexed=outcomes)
+                with contextlib.suppress(RunEndedError):
+                    await events.publish(run_id, "running", last)
         if lease.lost:
             return cancelled
         if result.continuation is not None:
@@ -322,6 +357,7 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
         if "truncated" in result.crawl_data:
             stored["truncated"] = result.crawl_data["truncated"]
         stored["robots"] = result.crawl_data.get("robots")
+        stored["rate_limit"] = result.crawl_data.get("rate_limit")
         if "sitemap" in result.crawl_data:
             stored["sitemap"] = result.crawl_data["sitemap"]
         if indexer is not None:
@@ -331,6 +367,21 @@ async def _run_step(tenant_id: str, run_id: str, step: int, remaining_ms: Callab
         if await events.transition(tenant_id, run_id, "complete", summary, result=stored, in_transaction=store) is None:
             return cancelled  # ended by a cancel or a reap while finishing: no pages, no result
         return {"run_id": run_id, "step": step, "outcome": "complete", **summary}
+
+
+EVENT_TITLE_CHARS = 200  # a progress event carries this much of a page's title (events stay small)
+
+
+def _page_event(page: dict[str, Any] | None, failure: str | None) -> dict[str, Any]:
+    """What a progress event says of the page just finished: its status, title (cut) and number of
+    forms, or why it failed. Never its Markdown, links or form fields: those are in the report."""
+    if page is None:
+        return {"error": (failure or "error")[:EVENT_TITLE_CHARS]}
+    return {
+        "status": page.get("status"),
+        "title": str(page.get("title") or "")[:EVENT_TITLE_CHARS],
+        "forms": len(page.get("forms") or ()),
+    }
 
 
 async def _fail(tenant_id: str, run_id: str, message: str) -> bool:

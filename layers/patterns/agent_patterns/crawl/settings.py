@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from agent_patterns.config import FunctionSettings, settings_of
+from agent_patterns.crawl.politeness import MAX_REQUESTS_PER_SECOND, MIN_REQUESTS_PER_SECOND
 from agent_patterns.crawl.types import PageLimits
 
 _LIMITS = PageLimits()
@@ -18,6 +19,13 @@ class CrawlSettings(FunctionSettings):
         "", description="Comma-separated host or host:port the crawler may reach although not public."
     )
     crawl_concurrency: int = Field(6, ge=1, le=16, description="Pages crawled in parallel per run.")
+    crawl_origin_max_rps: float = Field(
+        5.0,
+        ge=MIN_REQUESTS_PER_SECOND,
+        le=MAX_REQUESTS_PER_SECOND,
+        description="Requests per second a crawl sends the site's origin when the request names no"
+        " `max_requests_per_second` (robots.txt's Crawl-delay may slow it further).",
+    )
     crawl_invocation_margin_seconds: float = Field(
         60.0, ge=5, description="Stop starting pages this long before the invocation's time runs out."
     )

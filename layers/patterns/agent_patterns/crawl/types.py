@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_patterns.crawl.politeness import MAX_REQUESTS_PER_SECOND, MIN_REQUESTS_PER_SECOND
+
 MAX_PAGES_LIMIT = 100
 PAGE_TIMEOUT_S = 30.0
 TOTAL_TIME_LIMIT_S = 30 * 60.0
@@ -76,12 +78,21 @@ class CrawlConfig:
     use_sitemap: bool = True  # seed the frontier from the site's sitemap.xml (or robots.txt's Sitemap:)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # Requests per second to the crawled origin (crawl/politeness.py); None: no limit but
+    # robots.txt's Crawl-delay (the API always sets one: CRAWL_ORIGIN_MAX_RPS by default).
+    max_requests_per_second: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_pages <= MAX_PAGES_LIMIT:
             raise ValueError(f"max_pages must be between 1 and {MAX_PAGES_LIMIT}, got {self.max_pages}")
         if not 1 <= self.concurrency <= 16:
             raise ValueError(f"concurrency must be between 1 and 16, got {self.concurrency}")
+        rate = self.max_requests_per_second
+        if rate is not None and not MIN_REQUESTS_PER_SECOND <= rate <= MAX_REQUESTS_PER_SECOND:  # NaN too
+            raise ValueError(
+                f"max_requests_per_second must be between {MIN_REQUESTS_PER_SECOND:g} and"
+                f" {MAX_REQUESTS_PER_SECOND:g}, got {rate}"
+            )
 
 
 @dataclass

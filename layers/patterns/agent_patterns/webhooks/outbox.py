@@ -4,19 +4,36 @@ the tenant's schema (every retry sends the same bytes) and one delivery message 
 (the run's `webhook_url` and the tenant's default endpoints) goes to the webhook queue:
 
     {"kind": "webhook", "event_id": "msg_…", "tenant_id": "acme", "url": "https://…", "attempt": 1}
+
+It is an outbox: the body and one `webhook_outbox` row per endpoint are written in one
+transaction before anything is sent, and a row goes once SQS has taken its message. A send that
+fails (SQS down, throttled, unreachable: WEBHOOK_QUEUE_SEND_TIMEOUT_SECONDS per try, two tries)
+leaves its row, and so does a send SQS took whose answer was lost. `sweep_outbox` (with the run
+reaper, every minute) sends again every row older than WEBHOOK_OUTBOX_SWEEP_AFTER_SECONDS. A
+message sent twice is harmless: `delivery` claims each attempt of an event and endpoint once and
+never sends after a 2xx.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from agent_patterns.backends.sqs import send_job
 from agent_patterns.observability import logger
 from agent_patterns.webhooks.settings import webhook_settings
-from agent_patterns.webhooks.store import endpoints, save_event
+from agent_patterns.webhooks.store import (
+    claim_pending,
+    clear_pending,
+    endpoints,
+    note_pending_error,
+    outbox_tenants,
+    save_event,
+)
 from agent_patterns.webhooks.targets import url_label
 
 EVENT_TYPES = {"complete": "run.complete", "error": "run.error"}
@@ -63,17 +80,93 @@ async def _enqueue(tenant_id: str, run_id: str, status: str, payload: dict[str, 
         return
     event_id = event_id_for(record.run_id, status)
     body = event_body(record.run_id, record.kind, status, payload, datetime.now(UTC))
-    await save_event(tenant_id, event_id, record.run_id, EVENT_TYPES[status], body)
-    queue_url = webhook_settings().webhook_queue_url
-    failed = []
+    await save_event(tenant_id, event_id, record.run_id, EVENT_TYPES[status], body, pending=urls)
+    sent, failure = await _send(tenant_id, event_id, urls)
+    extra = {"event_id": event_id, "run_id": record.run_id, "endpoints": [url_label(u) for u in urls]}
+    if failure is not None:
+        logger.error(
+            "some webhooks could not be queued: they stay in the outbox for the sweep",
+            extra={**extra, "queued": len(sent), "failed": failure},
+        )
+    else:
+        logger.info("webhooks queued", extra=extra)
+
+
+async def _send(tenant_id: str, event_id: str, urls: Sequence[str]) -> tuple[list[str], str | None]:
+    """Queue the first attempt of the event to each endpoint, in turn, and take the ones SQS
+    took out of the outbox. The first send that fails ends it (SQS is likely down: each other
+    send would wait out its timeout too); what was not sent stays in the outbox. Returns the
+    endpoints sent to and the failure, if any."""
+    settings = webhook_settings()
+    sent: list[str] = []
+    failure = None
     for url in urls:
         message = {"kind": "webhook", "event_id": event_id, "tenant_id": tenant_id, "url": url, "attempt": 1}
         try:
-            await send_job(queue_url, message, queue=QUEUE)
+            await send_job(
+                settings.webhook_queue_url, message, queue=QUEUE, timeout_s=settings.webhook_queue_send_timeout_seconds
+            )
         except Exception as exc:
-            failed.append(f"{url_label(url)}: {type(exc).__name__}: {str(exc)[:200]}")
-    extra = {"event_id": event_id, "run_id": record.run_id, "endpoints": [url_label(u) for u in urls]}
-    if failed:
-        logger.error("some webhooks could not be queued", extra={**extra, "failed": failed})
-    else:
-        logger.info("webhooks queued", extra=extra)
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            failure = f"{url_label(url)}: {error}"
+            with contextlib.suppress(Exception):
+                await note_pending_error(tenant_id, event_id, url, error)
+            break
+        sent.append(url)
+    if sent:
+        try:
+            await clear_pending(tenant_id, event_id, sent)
+        except Exception as exc:  # they were queued: the sweep sends them again, delivery drops the copies
+            logger.warning(
+                "webhooks queued but still in the outbox",
+                extra={"event_id": event_id, "error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+            )
+    return sent, failure
+
+
+async def sweep_outbox(*, older_than_s: float | None = None, limit: int = 500) -> dict[str, Any]:
+    """Queue again the deliveries still in an outbox whose last send began more than
+    `older_than_s` (WEBHOOK_OUTBOX_SWEEP_AFTER_SECONDS) ago: at most `limit` sends, the tenants
+    waiting longest first. A send that fails ends the sweep (the next one tries again); a row
+    older than WEBHOOK_DELIVERED_TTL_SECONDS is dropped and logged (past it a copy could no
+    longer be recognised at delivery). Never raises; returns what it did (safe to log)."""
+    settings = webhook_settings()
+    older = settings.webhook_outbox_sweep_after_seconds if older_than_s is None else older_than_s
+    done: dict[str, Any] = {"requeued": 0, "expired": 0, "failed": None}
+    try:
+        tenants = await outbox_tenants(limit)
+    except Exception as exc:
+        done["failed"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        logger.warning("webhook outbox sweep failed", extra=done)
+        return done
+    left = limit
+    for tenant_id in tenants:
+        if left <= 0:
+            break
+        try:
+            claimed = await claim_pending(tenant_id, older, settings.webhook_delivered_ttl_seconds, left)
+        except Exception as exc:  # e.g. Postgres down: the next sweep tries again
+            logger.warning(
+                "webhook outbox of a tenant not swept",
+                extra={"tenant_id": tenant_id, "error": f"{type(exc).__name__}: {str(exc)[:200]}"},
+            )
+            continue
+        if claimed is None:  # another sweep, or a run's ending, holds it now
+            continue
+        for event_id, url in claimed.expired:
+            logger.error(
+                "webhook delivery dropped: SQS never took it",
+                extra={"tenant_id": tenant_id, "event_id": event_id, "endpoint": url_label(url)},
+            )
+        done["expired"] += len(claimed.expired)
+        left -= len(claimed.due)
+        for event_id in dict.fromkeys(e for e, _ in claimed.due):
+            sent, failure = await _send(tenant_id, event_id, [u for e, u in claimed.due if e == event_id])
+            done["requeued"] += len(sent)
+            if failure is not None:
+                done["failed"] = failure
+                logger.warning("webhook outbox sweep stopped: a send failed", extra=done)
+                return done
+    if done["requeued"] or done["expired"]:
+        logger.info("webhook outbox swept", extra=done)
+    return done

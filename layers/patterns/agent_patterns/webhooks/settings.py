@@ -19,6 +19,20 @@ class WebhookSettings(FunctionSettings):
     webhook_dead_letter_queue_url: str | None = Field(
         None, description="SQS queue a delivery goes to after its last attempt; unset locally: logged and dropped."
     )
+    webhook_queue_send_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="Seconds SQS has to take a delivery message (to connect, then to answer; two tries): a run's "
+        "ending waits no longer, and what SQS did not take stays in the outbox.",
+    )
+    webhook_outbox_sweep_after_seconds: int = Field(
+        60,
+        ge=1,
+        le=86_400,
+        description="A delivery still in the outbox this long after its last send is queued again by the sweep "
+        "(every minute, with the run reaper).",
+    )
     webhook_timeout_seconds: float = Field(
         15.0, gt=0, le=60, description="Seconds one delivery may take: resolving, connecting, the receiver's answer."
     )

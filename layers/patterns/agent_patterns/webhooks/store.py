@@ -1,5 +1,6 @@
-"""A tenant's webhook signing secret and default endpoints, and the body of each event, in the
-tenant's schema (component `webhooks`).
+"""A tenant's webhook signing secret and default endpoints, the body of each event and the outbox
+of its deliveries, in the tenant's schema (component `webhooks`); the tenants whose outbox may
+hold rows, in the global schema (component `webhook_outbox_tenants`).
 
 The secret is Standard Webhooks' `whsec_<base64 of 32 random bytes>`, created on first use and
 stored only sealed (`crawl.sealing`: Fernet keyed from AUTH_SECRET). After a rotation the old
@@ -11,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -141,18 +143,133 @@ async def set_endpoints(tenant_id: str, urls: list[str]) -> list[str]:
     return kept
 
 
-async def save_event(tenant_id: str, event_id: str, run_id: str, type: str, body: str) -> None:
-    """Keep an event's exact body (every retry sends the same bytes); a second save keeps the first."""
+async def save_event(
+    tenant_id: str, event_id: str, run_id: str, type: str, body: str, pending: Sequence[str] = ()
+) -> None:
+    """Keep an event's exact body (every retry sends the same bytes); a second save keeps the
+    first. With `pending`, in the same transaction: an outbox row per endpoint (its delivery is
+    not queued yet) and the tenant on the sweep's list, so a delivery SQS never takes is not lost."""
+    from psycopg import sql
+
+    async with _tenant_db(tenant_id) as (db, s):
+        if pending:
+            await _ensure_outbox_tenants(db)
+        async with db.transaction():
+            if pending:  # first: the row lock keeps a sweep from dropping the tenant meanwhile
+                await db.execute(
+                    "INSERT INTO agent_patterns.webhook_outbox_tenants (tenant_id) VALUES (%s)"
+                    " ON CONFLICT (tenant_id) DO UPDATE SET touched_at = now()",
+                    (tenant_id,),
+                )
+            await db.execute(
+                sql.SQL(
+                    "INSERT INTO {}.webhook_events (event_id, run_id, type, body) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (event_id) DO NOTHING"
+                ).format(s),
+                (event_id, run_id, type, body),
+            )
+            if pending:
+                await db.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.webhook_outbox (event_id, url) SELECT %s, unnest(%s::text[])"
+                        " ON CONFLICT (event_id, url) DO NOTHING"
+                    ).format(s),
+                    (event_id, list(pending)),
+                )
+
+
+async def _ensure_outbox_tenants(db: AsyncConnection) -> None:
+    from agent_patterns.backends.migrations import ensure_global
+    from agent_patterns.webhooks.schema import OUTBOX_TENANTS
+
+    await ensure_global(db, OUTBOX_TENANTS)
+
+
+async def clear_pending(tenant_id: str, event_id: str, urls: Sequence[str]) -> None:
+    """SQS took these deliveries of the event: they leave the outbox."""
     from psycopg import sql
 
     async with _tenant_db(tenant_id) as (db, s):
         await db.execute(
-            sql.SQL(
-                "INSERT INTO {}.webhook_events (event_id, run_id, type, body) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (event_id) DO NOTHING"
-            ).format(s),
-            (event_id, run_id, type, body),
+            sql.SQL("DELETE FROM {}.webhook_outbox WHERE event_id = %s AND url = ANY(%s::text[])").format(s),
+            (event_id, list(urls)),
         )
+
+
+async def note_pending_error(tenant_id: str, event_id: str, url: str, error: str) -> None:
+    """Why the last send of a delivery still in the outbox failed (for whoever looks)."""
+    from psycopg import sql
+
+    async with _tenant_db(tenant_id) as (db, s):
+        await db.execute(
+            sql.SQL("UPDATE {}.webhook_outbox SET last_error = %s WHERE event_id = %s AND url = %s").format(s),
+            (error[:500], event_id, url),
+        )
+
+
+async def outbox_tenants(limit: int) -> list[str]:
+    """Tenants whose outbox may hold rows, the longest waiting first."""
+    async with connection() as db:
+        await _ensure_outbox_tenants(db)
+        cur = await db.execute(
+            "SELECT tenant_id FROM agent_patterns.webhook_outbox_tenants ORDER BY since LIMIT %s", (limit,)
+        )
+        return [str(row[0]) for row in await cur.fetchall()]
+
+
+@dataclass
+class Claimed:
+    """What a sweep took from a tenant's outbox: deliveries to queue again (their send begins
+    now: no other sweep takes them before they are due again), and those given up on."""
+
+    due: list[tuple[str, str]] = field(default_factory=list)  # (event_id, url)
+    expired: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def claim_pending(tenant_id: str, older_than_s: float, expire_after_s: float, limit: int) -> Claimed | None:
+    """Take the tenant's outbox rows whose last send began more than `older_than_s` ago (at
+    most `limit`), dropping those older than `expire_after_s`; an empty outbox takes the tenant
+    off the sweep's list. None when another sweep (or a run's ending) holds the tenant now."""
+    from psycopg import sql
+
+    async with _tenant_db(tenant_id) as (db, s):
+        await _ensure_outbox_tenants(db)
+        async with db.transaction():
+            cur = await db.execute(
+                "SELECT 1 FROM agent_patterns.webhook_outbox_tenants WHERE tenant_id = %s FOR UPDATE SKIP LOCKED",
+                (tenant_id,),
+            )
+            if await cur.fetchone() is None:
+                return None
+            claimed = Claimed()
+            cur = await db.execute(
+                sql.SQL(
+                    "DELETE FROM {}.webhook_outbox WHERE created_at < now() - make_interval(secs => %s)"
+                    " RETURNING event_id, url"
+                ).format(s),
+                (expire_after_s,),
+            )
+            claimed.expired = [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+            cur = await db.execute(
+                sql.SQL(
+                    "UPDATE {s}.webhook_outbox o SET queued_at = now(), sends = o.sends + 1"
+                    " FROM (SELECT event_id, url FROM {s}.webhook_outbox"
+                    "       WHERE queued_at < now() - make_interval(secs => %s) ORDER BY queued_at LIMIT %s) d"
+                    " WHERE o.event_id = d.event_id AND o.url = d.url RETURNING o.event_id, o.url"
+                ).format(s=s),
+                (older_than_s, limit),
+            )
+            claimed.due = [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+            if not claimed.due:
+                # Read under the lock: an ending locks this row before it adds outbox rows, so
+                # every ending not in flight now is seen here, and one in flight made us skip.
+                cur = await db.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.webhook_outbox)").format(s))
+                row = await cur.fetchone()
+                if not (row and row[0]):
+                    await db.execute(
+                        "DELETE FROM agent_patterns.webhook_outbox_tenants WHERE tenant_id = %s", (tenant_id,)
+                    )
+    return claimed
 
 
 async def event_body(tenant_id: str, event_id: str) -> str | None:
