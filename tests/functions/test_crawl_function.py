@@ -7,6 +7,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -26,13 +27,20 @@ class Site:
         self.base, self.hits, self.host = base, hits, host
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[Site]:
+@contextmanager
+def serve_site(**options: Any) -> Iterator[Site]:
+    """The generated site, and the second origin its outside links point at, served."""
     other_app, _ = counting_site()
     with LiveServer(other_app) as other:
-        app, hits = build_site(other_origin=other.url, private_origin=other.url, slow_seconds=0.2)
+        app, hits = build_site(other_origin=other.url, private_origin=other.url, **options)
         with LiveServer(app) as live:
             yield Site(live.url, hits, f"127.0.0.1:{live.port}")
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    with serve_site(slow_seconds=0.2) as served:
+        yield served
 
 
 @pytest.fixture

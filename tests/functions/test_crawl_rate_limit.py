@@ -11,18 +11,14 @@ import httpx
 import pytest
 
 from agent_patterns.config import reset_settings
-from tests.conftest import LiveServer, bearer, function_client
-from tests.crawl_site import build_site, counting_site
-from tests.functions.test_crawl_function import Site, run_worker
+from tests.conftest import bearer, function_client
+from tests.functions.test_crawl_function import Site, run_worker, serve_site
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    other_app, _ = counting_site()
-    with LiveServer(other_app) as other:
-        app, hits = build_site(other_origin=other.url, private_origin=other.url)
-        with LiveServer(app) as live:
-            yield Site(live.url, hits, f"127.0.0.1:{live.port}")
+    with serve_site() as served:
+        yield served
 
 
 @pytest.fixture
