@@ -98,7 +98,8 @@ class StubProviders:
       {"finish": "length"}               the finish reason (OpenAI's names; Anthropic's mapped)
       {"stream_delay": 0.05}             seconds between stream chunks
       {"fail_after_chunks": 3}           a stream is cut (connection dropped) after that many chunks;
-      {"fail_with": "error"}             ... or, with this, ends with the provider's error event instead
+      {"fail_with": "error"}             ... or, with this, ends with the provider's error event instead,
+      {"fail_with": "eof"}               ... or ends the body cleanly there (no `[DONE]`, no stop event)
       {"ping": true}                     Anthropic streams send a `ping` event after `message_start`
 
     Unscripted answers: "<provider> says: <last turn's text[:40]>"; a forced tool (OpenAI named or
@@ -108,7 +109,7 @@ class StubProviders:
 
     Counters, per provider: `calls`, `streams` (streams started), `chunks_sent` (SSE events
     written), `streams_completed`, `streams_cancelled` (the client went away before the end),
-    `streams_cut` (ended by `fail_after_chunks`)."""
+    `streams_cut` (ended by `fail_after_chunks`); `connections` (client ports seen, OpenAI)."""
 
     def __init__(self) -> None:
         self.script: dict[str, deque[dict[str, Any]]] = {"openai": deque(), "anthropic": deque(), "embeddings": deque()}
@@ -122,6 +123,7 @@ class StubProviders:
         self.streams_completed: Counter[str] = Counter()
         self.streams_cancelled: Counter[str] = Counter()
         self.streams_cut: Counter[str] = Counter()
+        self.connections: defaultdict[str, set[int]] = defaultdict(set)  # client ports seen: one per connection
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -201,12 +203,13 @@ class StubProviders:
             chunks,
             delay=float(outcome.get("stream_delay", 0.0)),
             fail_after=None if fail_after is None else int(fail_after),
-            error_event=error if outcome.get("fail_with") == "error" else None,
+            error_event={"error": error, "eof": b""}.get(outcome.get("fail_with", "")),
         )
 
     # ---- OpenAI ----------------------------------------------------------------------------
 
     async def openai(self, request: Request) -> Response:
+        self.connections["openai"].add(request.client.port if request.client else 0)
         body = json.loads(await request.body())
         outcome = await self._act("openai", body)
         if isinstance(outcome, Response):

@@ -339,6 +339,49 @@ async def test_a_client_that_hangs_up_cancels_upstream_and_pays_what_was_generat
     assert await reserved(t) == 0
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_stream_that_ends_early_is_an_error_and_never_cached(
+    llm_api: LiveServer, stub: StubProviders, provider: str
+) -> None:
+    """A body that ends cleanly before the answer's end (no finish, no `[DONE]`/`message_stop`: a
+    proxy that gave up) is not a complete answer: the client gets an error chunk, the usage is
+    counted conservatively, and the cache does not keep the truncated text."""
+    if provider == "anthropic":
+        stub.default["openai"] = {"status": 503}  # OpenAI down: Anthropic answers the stream
+    cut = {"content": "one two three four five six seven", "fail_after_chunks": 4, "fail_with": "eof"}
+    stub.script[provider].append(cut)
+    t = tenant()
+    async with client(llm_api, t) as sdk:
+        stream = await sdk.chat.completions.create(model="default", messages=ASK, temperature=0, stream=True)
+        seen = ""
+        with pytest.raises(openai.APIError, match="before the answer's end"):
+            async for c in stream:
+                for choice in c.choices:
+                    seen += choice.delta.content or ""
+        assert seen and stub.streams_cut[provider] == 1
+        again = await sdk.chat.completions.with_raw_response.create(
+            model="default", messages=ASK, temperature=0, stream=True
+        )
+        text, _, _ = await _collect(again.parse())
+    assert again.headers["x-agent-patterns-cache"] == "miss"  # the cut answer was not cached
+    assert text.startswith(f"{provider} says:") and text != seen
+    rows = [r for r in await ledger_rows(t) if not r[3]]
+    assert len(rows) == 2 and all(r[2] >= 1 for r in rows)
+    assert await reserved(t) == 0
+
+
+async def test_streams_reuse_the_connection_to_the_provider(llm_api: LiveServer, stub: StubProviders) -> None:
+    """Each stream's body is read to its end after `[DONE]`, so the next one rides the same pooled
+    connection instead of paying a new TCP (and, against a real provider, TLS) handshake."""
+    t = tenant()
+    async with client(llm_api, t) as sdk:
+        for _ in range(3):
+            stream = await sdk.chat.completions.create(model="default", messages=ASK, temperature=0.7, stream=True)
+            await _collect(stream)
+    assert stub.calls["openai"] == 3
+    assert len(stub.connections["openai"]) == 1, stub.connections
+
+
 async def test_a_cached_answer_is_replayed_as_a_stream(llm_api: LiveServer, stub: StubProviders) -> None:
     t = tenant()
     async with client(llm_api, t) as sdk:

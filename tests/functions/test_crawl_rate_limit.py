@@ -42,9 +42,11 @@ async def test_a_bad_rate_is_a_422_naming_the_field(
     assert sent == []
 
 
-async def test_the_rate_asked_for_or_the_default_is_enforced_and_recorded(
+async def test_the_rate_asked_for_or_the_default_reaches_the_crawl_and_is_recorded(
     api: httpx.AsyncClient, sent: list[dict[str, Any]], site: Site, settings_env: pytest.MonkeyPatch
 ) -> None:
+    """The API passes the rate to the worker's engine, which reports the rate it ran at (the
+    spacing itself is measured at a site in tests/patterns/test_crawl_politeness.py)."""
     body = {"url": site.base + "/about", "max_pages": 2, "use_sitemap": False, "max_requests_per_second": 2.5}
     asked = (await api.post("/v1/crawls", json=body, headers=bearer())).json()["run_id"]
     assert await run_worker(sent.pop()) == {"batchItemFailures": []}

@@ -155,6 +155,52 @@ async def test_the_budget_settles_to_real_usage_and_refuses_what_would_exceed_it
     assert await budget.usage(t) == usage
 
 
+async def test_a_failed_cache_write_does_not_fail_a_paid_call(
+    stub: StubProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache write runs beside the ledger and settlement: its failure is logged, and the answer
+    the tenant paid for is returned and counted."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cache write failed")
+
+    monkeypatch.setattr(cache, "put", broken)
+    t = tenant()
+    result = await call_llm(prompt(), t, 5_000, "default", max_tokens=100)
+    assert result.tokens_used > 0 and not result.cached
+    usage = await budget.usage(t)
+    assert (usage.used, usage.reserved) == (result.tokens_used, 0)
+
+
+async def test_a_call_cancelled_after_the_answer_still_settles(stub: StubProviders) -> None:
+    """Cancelled between the provider's answer and its settlement (a caller's timeout), the call
+    is still ledgered and settled: the provider was paid."""
+    t = tenant()
+    answered = asyncio.Event()
+    slow_put = asyncio.Event()
+    real_put = cache.put
+
+    async def put(*args: object, **kwargs: object) -> None:
+        answered.set()
+        await slow_put.wait()
+        await real_put(*args, **kwargs)  # type: ignore[arg-type]
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(cache, "put", put):
+        task = asyncio.create_task(call_llm(prompt(), t, 5_000, "default", max_tokens=100))
+        await asyncio.wait_for(answered.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    for _ in range(100):  # the settlement finishes on its own
+        usage = await budget.usage(t)
+        if usage.used:
+            break
+        await asyncio.sleep(0.05)
+    assert usage.used > 0 and usage.reserved == 0
+
+
 async def test_concurrent_calls_with_random_failures_never_overspend(
     stub: StubProviders, settings_env: pytest.MonkeyPatch
 ) -> None:

@@ -336,11 +336,16 @@ async def metered[T](
     except BaseException:
         await release_reservation(reservation)
         raise
-    closing = close_reservation(tenant_id, reservation, done.provider, done.model, done.usage, started, done.fell_back)
-    if alongside is None:
-        return done, await closing
-    spent, _ = await asyncio.gather(closing, alongside(done))
-    return done, spent
+    # A task, shielded: a caller cancelled from here on still ledgers and settles what it spent.
+    closing = asyncio.ensure_future(
+        close_reservation(tenant_id, reservation, done.provider, done.model, done.usage, started, done.fell_back)
+    )
+    if alongside is not None:
+        try:
+            await alongside(done)
+        except Exception:  # the call is paid for and answered: a failed cache write is not its error
+            logger.warning("llm cache write failed", exc_info=True)
+    return done, await asyncio.shield(closing)
 
 
 async def _call_and_cache(

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,14 +78,16 @@ class UpstreamStreamError(Exception):
 
 
 async def _sse_data(response: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON payloads of a provider's SSE stream, until `[DONE]` or the end."""
+    """The JSON payloads of a provider's SSE stream, until `[DONE]` or the end. The body is read
+    to its end after `[DONE]`: a response closed unread loses its pooled connection."""
+    done = False
     async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+        if done or not line.startswith("data:"):
             continue  # `event:` names repeat the payload's `type`; blank lines, comments, pings
         data = line[5:].strip()
         if data == "[DONE]":
-            return
-        if data:
+            done = True
+        elif data:
             payload = json.loads(data)
             if isinstance(payload, dict) and payload.get("error") and payload.get("type") in (None, "error"):
                 error = payload["error"]
@@ -177,17 +179,27 @@ async def _open(route: Any, req: ChatRequest, max_tokens: int, box: _Answer) -> 
             body = {**translate.anthropic_kwargs(req, model, max_tokens), "stream": True}
             response = await providers.post(provider, body, attempt_s, stream=True)
             events = _anthropic_events(response, req, box)
+        opened.append(response)
         try:
-            first = [await anext(events)]
+            first = await anext(events)
         except StopAsyncIteration:
-            first = []
+            with contextlib.suppress(Exception):
+                await response.aclose()
+            raise UpstreamStreamError(f"{provider} ended its stream before its first event") from None
         except BaseException:
             with contextlib.suppress(Exception):
                 await response.aclose()
             raise
-        return _Open(events, first, response, provider, model)
+        return _Open(events, [first], response, provider, model)
 
-    return await providers.run_chain(route, attempt)
+    opened: list[Any] = []
+    try:
+        return await providers.run_chain(route, attempt)
+    except BaseException:  # also cancelled after an attempt succeeded: nothing stays open
+        for response in opened:
+            with contextlib.suppress(Exception):
+                await response.aclose()
+        raise
 
 
 Trailer = Callable[[str], str]  # the answer's text -> one more SSE event, sent before [DONE]
@@ -249,18 +261,28 @@ async def stream_chat(
                 out = _apply(ev, box, cid, opened.model, created)
                 if out:
                     yield out
+            if box.finish is None:  # cut short: never sent (or cached) as a complete answer
+                raise UpstreamStreamError(f"{opened.provider} ended its stream before the answer's end")
             _check_structured(req, box, opened.provider)
-            yield chunk(cid, opened.model, created, {}, box.finish or "stop")
+            yield chunk(cid, opened.model, created, {}, box.finish)
             if include_usage and box.usage is not None:
                 yield usage_chunk(cid, opened.model, created, box.usage)
-            await finish(complete=True)  # in the ledger before the client sees the end
+            try:
+                await finish(complete=True)  # in the ledger before the client sees the end
+            except Exception:  # the answer is delivered: a bookkeeping failure is logged, not sent
+                logger.exception("chat stream: ledger, settlement or cache write failed after the answer")
             if trailer is not None:
                 yield trailer("".join(box.content))
             yield DONE
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # after the first token: the status is sent, so the stream says it
-            message = exc.message if isinstance(exc, AgentPatternsError) else f"{opened.provider} stream failed"
+            if isinstance(exc, AgentPatternsError):
+                message = exc.message
+            elif isinstance(exc, UpstreamStreamError):  # ours, or the provider's own words
+                message = f"{opened.provider} stream failed: {exc}"
+            else:
+                message = f"{opened.provider} stream failed"
             code = exc.code if isinstance(exc, AgentPatternsError) else "provider_stream_failed"
             logger.warning("chat stream failed after the first token", extra={"error": repr(exc)})
             yield error_chunk(message, code)
@@ -269,7 +291,22 @@ async def stream_chat(
             await finish(complete=False)
 
     headers = {**SSE_HEADERS, "x-agent-patterns-cache": "miss", "x-agent-patterns-provider": opened.provider}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return _SettlingResponse(body(), lambda: finish(complete=False), media_type="text/event-stream", headers=headers)
+
+
+class _SettlingResponse(StreamingResponse):
+    """Settles when the response is done with, also when its body never started (the client
+    went away before the first byte): a body generator that never ran has no `finally`."""
+
+    def __init__(self, body: AsyncIterator[str], on_end: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self._on_end = on_end
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_end()
 
 
 def _apply(ev: Event, box: _Answer, cid: str, model: str, created: int) -> str | None:
