@@ -86,7 +86,13 @@ async def call_llm(
             {"model": route.alias, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
         )
         input_bytes = sum(len(t.encode()) for t in (system, prompt) if t)
-        return await _call_and_cache(key, route, tenant_id, daily_budget, req, input_bytes, started, held)
+
+        async def store(a: ChatAnswer) -> None:
+            await cache.put(key, {"content": a.content or "", "provider": a.provider, "model": a.model}, held)
+
+        done, spent = await answer_metered(tenant_id, route, req, max_tokens, input_bytes, daily_budget, started, store)
+        a = done.answer
+        return LLMResult(a.content or "", done.tokens, spent.cost_usd, False, a.provider, a.model, spent.rate)
     finally:
         await cache.unlock(held)
 
@@ -348,31 +354,29 @@ async def metered[T](
     return done, await asyncio.shield(closing)
 
 
-async def _call_and_cache(
-    key: str,
-    route: Route,
+async def answer_metered(
     tenant_id: str,
-    daily_budget: int,
+    route: Route,
     req: ChatRequest,
+    max_tokens: int,
     input_bytes: int,
+    daily_budget: int | None,
     started: float,
-    held: cache.Held | bool,
-) -> LLMResult:
-    chain = providers.chain_for(route)  # no provider configured: 503 naming the variables, before any budget
+    store: Callable[[ChatAnswer], Awaitable[None]] | None = None,
+) -> tuple[Metered[ChatAnswer], Spent]:
+    """A chat answer from the providers within the tenant's limits: reserve, call, ledger and
+    settle; `store` (the cache write) runs while it is ledgered."""
+    models = [model for _, model in providers.chain_for(route)]  # none configured: 503 before any budget
 
     async def run() -> Metered[ChatAnswer]:
-        answer, fell_back = await providers.complete_chat(route, req, req.max_tokens or 1)
+        answer, fell_back = await providers.complete_chat(route, req, max_tokens)
         return Metered(answer, answer.provider, answer.model, answer.usage.as_dict(), fell_back)
 
-    async def store(done: Metered[ChatAnswer]) -> None:
-        a = done.answer
-        await cache.put(key, {"content": a.content or "", "provider": a.provider, "model": a.model}, held)
+    async def alongside(done: Metered[ChatAnswer]) -> None:
+        if store is not None:
+            await store(done.answer)
 
-    models = [model for _, model in chain]
-    max_tokens = req.max_tokens or 1
-    done, spent = await metered(tenant_id, models, input_bytes, max_tokens, daily_budget, started, run, store)
-    a = done.answer
-    return LLMResult(a.content or "", done.tokens, spent.cost_usd, False, a.provider, a.model, spent.rate)
+    return await metered(tenant_id, models, input_bytes, max_tokens, daily_budget, started, run, alongside)
 
 
 def _new_id() -> str:

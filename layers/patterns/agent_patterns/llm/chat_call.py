@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_patterns.llm import cache, providers
-from agent_patterns.llm.call import Metered, Spent, cached, metered
+from agent_patterns.llm.call import Metered, Spent, answer_metered, cached
 from agent_patterns.llm.chat import ChatAnswer, ChatRequest, Usage
 from agent_patterns.llm.routing import Route, route_for_model
 from agent_patterns.llm.settings import llm_settings
@@ -109,16 +109,12 @@ async def call_chat(
     key = p.cache_key
     try:
 
-        async def run() -> Metered[ChatAnswer]:
-            answer, fell_back = await providers.complete_chat(p.route, req, p.max_tokens)
-            return Metered(answer, answer.provider, answer.model, answer.usage.as_dict(), fell_back)
-
-        async def store(done: Metered[ChatAnswer]) -> None:
+        async def store(answer: ChatAnswer) -> None:
             if key is not None:
-                await cache.put(key, _cached_value(done.answer), held)
+                await cache.put(key, _cached_value(answer), held)
 
-        done, spent = await metered(
-            tenant_id, p.models, req.size_bytes(), p.max_tokens, daily_budget, started, run, store
+        done, spent = await answer_metered(
+            tenant_id, p.route, req, p.max_tokens, req.size_bytes(), daily_budget, started, store
         )
         return _result(done, spent)
     finally:
