@@ -254,6 +254,53 @@ async def test_a_delivery_sqs_refused_stays_in_the_outbox_and_the_reap_tick_queu
     assert sqs.messages() == [] and len(receiver.requests) == 1
 
 
+async def test_a_process_that_dies_right_after_the_ending_commits_loses_no_webhook(
+    sqs: Sqs, receiver: Receiver, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox rows commit with the status change: killed at the very next step (publishing
+    the event), before anything was queued, the run is complete and its webhook waits in the
+    outbox; the next reap tick delivers it once."""
+    from agent_patterns.runs.records import get_run
+
+    run_id = await events.create_run(tenant, "crawl", {"url": "https://example.com/", "webhook_url": receiver.url})
+    seen_at_death: list[Any] = []
+
+    async def dies(*args: object, **kwargs: object) -> str:
+        seen_at_death.append(await outbox(tenant))  # what a process killed here leaves behind
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(events, "publish", dies)
+    with pytest.raises(asyncio.CancelledError):
+        await events.transition(tenant, run_id, "complete", SUMMARY, result=SUMMARY)
+    record = await get_run(tenant, run_id)
+    assert record is not None and record.status == "complete"
+    assert [row[:3] for row in seen_at_death[0]] == [(f"msg_{uuid.UUID(run_id).hex}_complete", receiver.url, 1)]
+    assert sqs.messages() == [] and receiver.requests == []
+    await age_outbox(tenant)
+    await reap_tick()
+    await deliver_all(sqs)
+    assert len(receiver.requests) == 1 and await outbox(tenant) == []
+
+
+async def test_a_webhook_that_cannot_be_recorded_does_not_undo_the_runs_ending(
+    sqs: Sqs, receiver: Receiver, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording runs in a savepoint of the status change: its failure is logged, the ending
+    commits, and nothing half-written is left."""
+    from agent_patterns.runs.records import get_run
+    from agent_patterns.webhooks import outbox as webhook_outbox
+
+    async def broken(db: Any, *args: object) -> None:
+        await db.execute("SELECT 1/0")  # fails inside the transaction, as a real write would
+
+    monkeypatch.setattr(webhook_outbox, "save_event", broken)
+    run_id = await events.create_run(tenant, "crawl", {"url": "https://example.com/", "webhook_url": receiver.url})
+    assert await events.transition(tenant, run_id, "complete", SUMMARY, result=SUMMARY) is not None
+    record = await get_run(tenant, run_id)
+    assert record is not None and record.status == "complete"
+    assert await outbox(tenant) == [] and sqs.messages() == []
+
+
 async def test_a_send_sqs_took_but_whose_answer_was_lost_is_delivered_once(
     sqs: Sqs, receiver: Receiver, tenant: str
 ) -> None:

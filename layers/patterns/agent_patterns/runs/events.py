@@ -205,14 +205,23 @@ async def transition(
     are final: a worker finishing after a cancel or a reap changes nothing). `in_transaction`
     runs in the status change's transaction, only when the status changes (a crawl's pages
     commit with `complete`). A terminal status also drops the run's lease and checkpoint, and
-    one that changed the status queues the run's webhooks (`webhooks.outbox.run_ended`)."""
-    if in_transaction is None:
+    one that changed the status records the run's webhooks in the same transaction and queues
+    them after it (`webhooks.outbox`)."""
+    ending = None
+    recorded = False
+    if status in TERMINAL_STATUSES:
+        from agent_patterns.webhooks import outbox
+
+        ending = await outbox.prepare_ending(tenant_id, run_id, status, payload)
+    if in_transaction is None and ending is None:
         changed = await update_run(tenant_id, run_id, status, result=result, error_message=error_message)
     else:
         async with connection() as db, db.transaction():
             changed = await update_run(tenant_id, run_id, status, result=result, error_message=error_message, db=db)
-            if changed:
+            if changed and in_transaction is not None:
                 await in_transaction(db)
+            if changed and ending is not None:  # its webhooks commit with it: a crash loses none
+                recorded = await outbox.record_ending(db, ending)
     event_id = None
     if changed:
         with contextlib.suppress(RunEndedError):  # only a stream someone else ended (never by transition)
@@ -222,8 +231,6 @@ async def transition(
             pipe.zrem(leases.LEASES_KEY, leases.lease_member(tenant_id, run_id))
             pipe.delete(checkpoint_key(run_id))
             await pipe.execute()
-        if changed:  # ended now: its webhooks go out (queued; this never raises)
-            from agent_patterns.webhooks.outbox import run_ended
-
-            await run_ended(tenant_id, run_id, status, payload)
+    if changed and ending is not None and recorded:  # ended now: its webhooks go out (never raises)
+        await outbox.send_ending(ending)
     return event_id

@@ -1,17 +1,19 @@
-"""A run's ending becomes webhook deliveries: `runs.events.transition` calls `run_ended` when a
-run reaches `complete` or `error` (only when its status changed). The event's body is kept in
-the tenant's schema (every retry sends the same bytes) and one delivery message per endpoint
-(the run's `webhook_url` and the tenant's default endpoints) goes to the webhook queue:
+"""A run's ending becomes webhook deliveries. When a run reaches `complete` or `error`,
+`runs.events.transition` prepares its event (`prepare_ending`, before the status change),
+records it (`record_ending`) in the status change's own transaction (only when the status
+changed), and sends it after the commit (`send_ending`). The event's body is kept in the
+tenant's schema (every retry sends the same bytes) and one delivery message per endpoint (the
+run's `webhook_url` and the tenant's default endpoints) goes to the webhook queue:
 
     {"kind": "webhook", "event_id": "msg_…", "tenant_id": "acme", "url": "https://…", "attempt": 1}
 
-It is an outbox: the body and one `webhook_outbox` row per endpoint are written in one
-transaction before anything is sent, and a row goes once SQS has taken its message. A send that
-fails (SQS down, throttled, unreachable: WEBHOOK_QUEUE_SEND_TIMEOUT_SECONDS per try, two tries)
-leaves its row, and so does a send SQS took whose answer was lost. `sweep_outbox` (with the run
-reaper, every minute) sends again every row older than WEBHOOK_OUTBOX_SWEEP_AFTER_SECONDS. A
-message sent twice is harmless: `delivery` claims each attempt of an event and endpoint once and
-never sends after a 2xx.
+It is an outbox: the body and one `webhook_outbox` row per endpoint commit with the run's
+ending (a process killed right after it loses nothing) before anything is sent, and a row goes
+once SQS has taken its message. A send that fails (SQS down, throttled, unreachable:
+WEBHOOK_QUEUE_SEND_TIMEOUT_SECONDS per try, two tries) leaves its row, and so does a send SQS
+took whose answer was lost. `sweep_outbox` (with the run reaper, every minute) sends again every
+row older than WEBHOOK_OUTBOX_SWEEP_AFTER_SECONDS. A message sent twice is harmless: `delivery`
+claims each attempt of an event and endpoint once and never sends after a 2xx.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import contextlib
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_patterns.backends.sqs import send_job
 from agent_patterns.observability import logger
@@ -35,6 +38,9 @@ from agent_patterns.webhooks.store import (
     save_event,
 )
 from agent_patterns.webhooks.targets import url_label
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 EVENT_TYPES = {"complete": "run.complete", "error": "run.error"}
 QUEUE = "webhook"  # the local consumer's name (backends.sqs) when WEBHOOK_QUEUE_URL is unset
@@ -57,32 +63,64 @@ def event_body(run_id: str, kind: str, status: str, payload: dict[str, Any], at:
     return json.dumps({"type": EVENT_TYPES[status], "timestamp": stamp, "data": data}, separators=(",", ":"))
 
 
-async def run_ended(tenant_id: str, run_id: str, status: str, payload: dict[str, Any] | None) -> None:
-    """Queue the webhooks of a run that has just ended. Never raises: the run's ending stands
-    whatever happens here, and a delivery that cannot be queued is logged."""
+@dataclass(frozen=True)
+class Ending:
+    """A run ending's webhook event, ready to record and send."""
+
+    tenant_id: str
+    run_id: str
+    event_id: str
+    type: str
+    body: str
+    urls: list[str]
+
+
+async def prepare_ending(tenant_id: str, run_id: str, status: str, payload: dict[str, Any] | None) -> Ending | None:
+    """The event a run's ending sends, or None (not an ending, no endpoint). Never raises: the
+    run's ending stands whatever happens here, and a failure is logged."""
     if status not in EVENT_TYPES:
-        return
-    try:
-        await _enqueue(tenant_id, run_id, status, payload or {})
-    except Exception:
-        logger.exception("webhooks of a run's ending could not be queued", extra={"run_id": run_id})
-
-
-async def _enqueue(tenant_id: str, run_id: str, status: str, payload: dict[str, Any]) -> None:
+        return None
     from agent_patterns.runs.records import get_run  # runs calls in here: import at use
 
-    record = await get_run(tenant_id, run_id)
-    if record is None:
-        return
-    own = record.request.get("webhook_url")
-    urls = list(dict.fromkeys([*([own] if isinstance(own, str) and own else []), *await endpoints(tenant_id)]))
+    try:
+        record = await get_run(tenant_id, run_id)
+        if record is None:
+            return None
+        own = record.request.get("webhook_url")
+        urls = list(dict.fromkeys([*([own] if isinstance(own, str) and own else []), *await endpoints(tenant_id)]))
+    except Exception:
+        logger.exception("webhooks of a run's ending could not be prepared", extra={"run_id": run_id})
+        return None
     if not urls:
-        return
+        return None
     event_id = event_id_for(record.run_id, status)
-    body = event_body(record.run_id, record.kind, status, payload, datetime.now(UTC))
-    await save_event(tenant_id, event_id, record.run_id, EVENT_TYPES[status], body, pending=urls)
-    sent, failure = await _send(tenant_id, event_id, urls)
-    extra = {"event_id": event_id, "run_id": record.run_id, "endpoints": [url_label(u) for u in urls]}
+    body = event_body(record.run_id, record.kind, status, payload or {}, datetime.now(UTC))
+    return Ending(tenant_id, record.run_id, event_id, EVENT_TYPES[status], body, urls)
+
+
+async def record_ending(db: AsyncConnection, ending: Ending) -> bool:
+    """Write the event and its outbox rows in the caller's transaction (a savepoint: a failure
+    here is logged and the run's ending still commits). Never raises; True when recorded."""
+    try:
+        async with db.transaction():
+            await save_event(
+                db, ending.tenant_id, ending.event_id, ending.run_id, ending.type, ending.body, ending.urls
+            )
+    except Exception:
+        logger.exception("webhooks of a run's ending could not be recorded", extra={"run_id": ending.run_id})
+        return False
+    return True
+
+
+async def send_ending(ending: Ending) -> None:
+    """Queue the recorded deliveries (after the commit). Never raises: what SQS does not take
+    stays in the outbox for the sweep."""
+    try:
+        sent, failure = await _send(ending.tenant_id, ending.event_id, ending.urls)
+    except Exception:
+        logger.exception("webhooks of a run's ending could not be queued", extra={"run_id": ending.run_id})
+        return
+    extra = {"event_id": ending.event_id, "run_id": ending.run_id, "endpoints": [url_label(u) for u in ending.urls]}
     if failure is not None:
         logger.error(
             "some webhooks could not be queued: they stay in the outbox for the sweep",

@@ -144,38 +144,43 @@ async def set_endpoints(tenant_id: str, urls: list[str]) -> list[str]:
 
 
 async def save_event(
-    tenant_id: str, event_id: str, run_id: str, type: str, body: str, pending: Sequence[str] = ()
+    db: AsyncConnection, tenant_id: str, event_id: str, run_id: str, type: str, body: str, pending: Sequence[str]
 ) -> None:
-    """Keep an event's exact body (every retry sends the same bytes); a second save keeps the
-    first. With `pending`, in the same transaction: an outbox row per endpoint (its delivery is
-    not queued yet) and the tenant on the sweep's list, so a delivery SQS never takes is not lost."""
+    """Keep an event's exact body (every retry sends the same bytes; a second save keeps the
+    first) and, for each `pending` endpoint, an outbox row (its delivery is not queued yet), with
+    the tenant on the sweep's list: in the caller's transaction, so a run's ending commits with
+    its webhooks and a delivery SQS never takes is not lost."""
     from psycopg import sql
 
-    async with _tenant_db(tenant_id) as (db, s):
-        if pending:
-            await _ensure_outbox_tenants(db)
-        async with db.transaction():
-            if pending:  # first: the row lock keeps a sweep from dropping the tenant meanwhile
-                await db.execute(
-                    "INSERT INTO agent_patterns.webhook_outbox_tenants (tenant_id) VALUES (%s)"
-                    " ON CONFLICT (tenant_id) DO UPDATE SET touched_at = now()",
-                    (tenant_id,),
-                )
-            await db.execute(
-                sql.SQL(
-                    "INSERT INTO {}.webhook_events (event_id, run_id, type, body) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (event_id) DO NOTHING"
-                ).format(s),
-                (event_id, run_id, type, body),
-            )
-            if pending:
-                await db.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.webhook_outbox (event_id, url) SELECT %s, unnest(%s::text[])"
-                        " ON CONFLICT (event_id, url) DO NOTHING"
-                    ).format(s),
-                    (event_id, list(pending)),
-                )
+    from agent_patterns.backends.migrations import ensure_tenant_schema
+    from agent_patterns.webhooks.schema import WEBHOOKS
+
+    schema = tenant(tenant_id).schema
+    s = sql.Identifier(schema)
+    await ensure_tenant_schema(db, schema, WEBHOOKS)
+    if pending:
+        await _ensure_outbox_tenants(db)
+        # first: the row lock keeps a sweep from dropping the tenant meanwhile
+        await db.execute(
+            "INSERT INTO agent_patterns.webhook_outbox_tenants (tenant_id) VALUES (%s)"
+            " ON CONFLICT (tenant_id) DO UPDATE SET touched_at = now()",
+            (tenant_id,),
+        )
+    await db.execute(
+        sql.SQL(
+            "INSERT INTO {}.webhook_events (event_id, run_id, type, body) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (event_id) DO NOTHING"
+        ).format(s),
+        (event_id, run_id, type, body),
+    )
+    if pending:
+        await db.execute(
+            sql.SQL(
+                "INSERT INTO {}.webhook_outbox (event_id, url) SELECT %s, unnest(%s::text[])"
+                " ON CONFLICT (event_id, url) DO NOTHING"
+            ).format(s),
+            (event_id, list(pending)),
+        )
 
 
 async def _ensure_outbox_tenants(db: AsyncConnection) -> None:
