@@ -7,6 +7,7 @@ lines ending in `data: [DONE]`; Anthropic's `message_start` ... `message_stop` e
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -14,6 +15,7 @@ import math
 import random
 import re
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -263,9 +265,12 @@ class StubProviders:
             return outcome
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         dims = body.get("dimensions") or 1536
-        data = [
-            {"object": "embedding", "index": i, "embedding": self.vector_for(t, dims)} for i, t in enumerate(inputs)
-        ]
+        vectors = [self.vector_for(t, dims) for t in inputs]
+        if body.get("encoding_format") == "base64":  # as OpenAI answers the SDK's default: float32, little-endian
+            encoded: list[Any] = [base64.b64encode(struct.pack(f"<{dims}f", *v)).decode() for v in vectors]
+        else:
+            encoded = vectors
+        data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)]
         return JSONResponse(
             {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
         )

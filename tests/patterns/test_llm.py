@@ -494,3 +494,16 @@ async def test_a_miss_costs_four_redis_round_trips(stub: StubProviders, monkeypa
         await asyncio.wait_for(task, 10)
     await watcher.aclose()
     assert seen == ["EVALSHA"] * 4, seen
+
+
+def test_embeddings_decode_from_base64_and_from_json_lists() -> None:
+    """OpenAI answers the base64 the gateway asks for (float32, little-endian); a server that
+    ignores `encoding_format` answers JSON numbers: both are the same vector."""
+    import base64
+    import struct
+
+    from agent_patterns.llm import providers
+
+    vector = [0.5, -0.25, 1.0, 0.0]
+    assert providers._vector(base64.b64encode(struct.pack("<4f", *vector)).decode()) == vector
+    assert providers._vector(vector) == vector

@@ -8,8 +8,11 @@ a fallback.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import random
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -148,16 +151,26 @@ async def retry_call[T](provider: str, attempt: Callable[[float], Awaitable[T]],
     raise last or TimeoutError(f"{provider}: no time left for an attempt")
 
 
+def _vector(value: str | list[float]) -> list[float]:
+    """An embedding as OpenAI sends it when asked for base64 (little-endian float32s), or as a
+    JSON list (servers that ignore `encoding_format`)."""
+    if not isinstance(value, str):
+        return [float(v) for v in value]
+    floats = array.array("f", base64.b64decode(value))
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return floats.tolist()
+
+
 async def embed_openai(model: str, texts: list[str], dimensions: int) -> list[list[float]]:
     """Embeddings for `texts` (one request), under the same retry policy as completions."""
     chain_for_embeddings()
     deadline = time.monotonic() + llm_settings().llm_total_timeout_seconds
 
     async def attempt(attempt_s: float) -> list[list[float]]:
-        resp = await _client("openai").embeddings.create(
-            model=model, input=texts, dimensions=dimensions, timeout=attempt_s
-        )
-        return [list(item.embedding) for item in sorted(resp.data, key=lambda d: d.index)]
+        body = {"model": model, "input": texts, "dimensions": dimensions, "encoding_format": "base64"}
+        resp = await post("openai", body, attempt_s, path="/embeddings")
+        return [_vector(item["embedding"]) for item in sorted(resp.json()["data"], key=lambda d: d["index"])]
 
     try:
         return await retry_call("openai", attempt, deadline)
@@ -234,7 +247,9 @@ async def run_chain[T](route: Route, attempt: Callable[[str, str, float], Awaita
 PATHS = {"openai": "/chat/completions", "anthropic": "/v1/messages"}
 
 
-async def post(provider: str, body: dict[str, Any], attempt_s: float, *, stream: bool = False) -> Any:
+async def post(
+    provider: str, body: dict[str, Any], attempt_s: float, *, stream: bool = False, path: str | None = None
+) -> Any:
     """POST a request body to the provider through its official SDK client (auth, base URL,
     errors as the SDK's status exceptions) and return the HTTP response, unparsed (streamed
     when `stream`). Skipping the SDK's typed layer saves a recursive transform of the request
@@ -243,7 +258,7 @@ async def post(provider: str, body: dict[str, Any], attempt_s: float, *, stream:
     from httpx2 import Response
 
     return await _client(provider).post(
-        PATHS[provider], body=body, cast_to=Response, options={"timeout": attempt_s}, stream=stream
+        path or PATHS[provider], body=body, cast_to=Response, options={"timeout": attempt_s}, stream=stream
     )
 
 
