@@ -10,12 +10,22 @@ times, 67 KB). Candidates not installed are listed as such; the project depends 
 libraries it uses (readability-lxml, html-to-markdown), so install the others for the run:
 
     uv run --with trafilatura --with markdownify --with html2text python bench/markdown.py [--rounds 20] [--verbose]
+
+crawl4ai's Markdown (its DefaultMarkdownGenerator, raw and "fit" with its PruningContentFilter,
+on our HTML and after its own cleaning step) is measured the same way, only its HTML-to-Markdown
+code: its browser is never started. It brings ~100 packages; install it for the run too:
+
+    uv run --with trafilatura --with markdownify --with html2text --with crawl4ai python bench/markdown.py --rounds 20
+
+(`--only-prefix crawl4ai --only-prefix ours`: only those rows.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
 import sys
 import threading
@@ -129,6 +139,44 @@ def ours(source: dict[str, Any], url: str) -> str:
     return page_text_from(source, PageLimits().markdown_bytes).markdown
 
 
+def _crawl4ai_filter(kind: str) -> Any:
+    import warnings
+
+    import crawl4ai  # type: ignore[import-not-found, unused-ignore]
+
+    if kind == "pruning":
+        with warnings.catch_warnings():  # deprecated in 0.9 for the lxml version (same output, faster)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return crawl4ai.PruningContentFilter()
+    if kind == "pruning-lxml":
+        return crawl4ai.PruningContentFilterLXML()
+    return None
+
+
+def crawl4ai_md(*, content_filter: str | None = None, cleaned: bool = False) -> Convert:
+    """crawl4ai's DefaultMarkdownGenerator as `arun` calls it (citations on): its raw Markdown, or
+    with a content filter its "fit" Markdown. `cleaned`: first its default scraping strategy
+    (LXMLWebScrapingStrategy, what makes `cleaned_html`, the generator's default source), else
+    straight on our HTML. Built on first use, so a missing crawl4ai reads as not installed."""
+    state: dict[str, Any] = {}
+
+    def convert(source: dict[str, Any], url: str) -> str:
+        if not state:
+            from crawl4ai import CrawlerRunConfig, DefaultMarkdownGenerator  # type: ignore[import-not-found, unused-ignore]
+
+            state["generator"] = DefaultMarkdownGenerator(content_filter=_crawl4ai_filter(content_filter or ""))
+            config = CrawlerRunConfig()
+            state["scraper"] = config.scraping_strategy
+            state["params"] = {k: v for k, v in config.__dict__.items() if k != "url"}
+        html = source["html"]
+        if cleaned:
+            html = state["scraper"].scrap(url, html, **state["params"]).cleaned_html
+        result = state["generator"].generate_markdown(input_html=html, base_url=url)
+        return str(result.fit_markdown if content_filter else result.raw_markdown)
+
+    return convert
+
+
 def html_only(convert: Callable[[str, str], str]) -> Convert:
     return lambda source, url: convert(source["html"], url)
 
@@ -142,6 +190,11 @@ CANDIDATES: dict[str, Convert] = {
     "html-to-markdown (aggressive)": html_only(html_to_markdown_md),
     "markdownify (whole page)": html_only(markdownify_md),
     "html2text (whole page)": html_only(html2text_md),
+    "crawl4ai generator": crawl4ai_md(),
+    "crawl4ai fit (Pruning)": crawl4ai_md(content_filter="pruning"),
+    "crawl4ai fit (PruningLXML)": crawl4ai_md(content_filter="pruning-lxml"),
+    "crawl4ai cleaned + generator": crawl4ai_md(cleaned=True),
+    "crawl4ai cleaned + fit (Pruning)": crawl4ai_md(content_filter="pruning", cleaned=True),
     "ours: crawl/markdown.py": ours,
 }
 
@@ -217,6 +270,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--verbose", action="store_true", help="print each miss and each leak")
     parser.add_argument("--only", help="run only this candidate")
+    parser.add_argument("--only-prefix", action="append", help="run only candidates starting so (repeatable)")
     parser.add_argument("--show", help="print this page's Markdown (file name) from each candidate")
     args = parser.parse_args()
 
@@ -227,10 +281,18 @@ def main() -> None:
     pages = asyncio.run(rendered(base, [*files, "large.html"]))
     server.shutdown()
     print(f"{len(CASES)} pages, {sum(len(c.must) + len(c.must_not) for c in CASES)} checks; rounds {args.rounds}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start", flush=True)
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ("crawl4ai", "trafilatura", "readability-lxml", "html-to-markdown", "markdownify", "html2text"):
+        with contextlib.suppress(PackageNotFoundError):
+            print(f"  {package} {version(package)}")
 
     rows: list[Row] = []
     for label, convert in CANDIDATES.items():
         if args.only and args.only != label:
+            continue
+        if args.only_prefix and not any(label.startswith(prefix) for prefix in args.only_prefix):
             continue
         try:
             convert({"html": "<p>x</p>", "lang": "", "heading": "", "truncated": False}, base)
@@ -258,7 +320,11 @@ def main() -> None:
         fidelity = (present + absent) / (musts + must_nots)
         rows.append(Row(label, present / musts, absent / must_nots, fidelity, statistics.mean(times), large_ms, notes))
 
-    print(f"\n{'candidate':36} {'must-have':>9} {'must-not':>9} {'fidelity':>8} {'ms/page':>8} {'ms large':>8}")
+    mine = next((r for r in rows if r.label == "ours: crawl/markdown.py" and not r.note), None)
+    print(
+        f"\n{'candidate':36} {'must-have':>9} {'must-not':>9} {'fidelity':>8} {'ms/page':>8} {'ms large':>8}"
+        + (f" {'time / ours':>11} {'large / ours':>12}" if mine else "")
+    )
     for row in rows:
         if row.note:
             print(f"{row.label:36} {row.note}")
@@ -266,7 +332,9 @@ def main() -> None:
         print(
             f"{row.label:36} {row.must_have:9.0%} {row.must_not:9.0%} {row.fidelity:8.0%}"
             f" {row.ms_page:8.2f} {row.ms_large:8.1f}"
+            + (f" {row.ms_page / mine.ms_page:10.2f}x {row.ms_large / mine.ms_large:11.2f}x" if mine else "")
         )
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     if args.verbose:
         for row in rows:
             print(f"\n{row.label}:")
