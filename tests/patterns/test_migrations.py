@@ -75,8 +75,9 @@ async def test_the_webhooks_component_stands_alone() -> None:
 
     schema = f"tenant_wh_{uuid.uuid4().hex[:8]}"
     async with connection() as db:
-        assert await m.ensure_tenant_schema(db, schema, WEBHOOKS) == {"webhooks": [1]}
+        assert await m.ensure_tenant_schema(db, schema, WEBHOOKS) == {"webhooks": [1, 2]}
         assert await _table(db, f"{schema}.webhook_config") and await _table(db, f"{schema}.webhook_events")
+        assert await _table(db, f"{schema}.webhook_outbox")  # v2
         assert not await _table(db, f"{schema}.runs")  # it requires nothing
         m.forget_applied()
         assert await m.ensure_tenant_schema(db, schema, WEBHOOKS) == {}

@@ -255,28 +255,47 @@ async def test_lost_replies_killed_calls_and_failing_providers_never_overspend(
 
 @pytest.mark.parametrize("faulty", ["none", "aof"], indirect=True)
 async def test_a_redis_restart_mid_run_cannot_grant_the_day_twice(faulty: Faulty, stub: StubProviders) -> None:
+    """Redis dies (SIGKILL) while the day's reservations are held by calls still at the provider.
+    With AOF it comes back with them; without persistence they are gone, the counters are rebuilt
+    from the ledger, and the tenant (active just before) is held for one lease, until the calls
+    that were in flight have settled, instead of being granted their room a second time."""
     t, daily = tenant(), 3_000
     watch = Watch(faulty, t)
-
-    async def restart_soon() -> None:
-        await asyncio.sleep(0.15)
-        await asyncio.to_thread(faulty.server.restart, kill=True)
-
-    first, _ = await asyncio.gather(
-        asyncio.gather(
-            *(call_llm(prompt(), t, daily, "default", max_tokens=30) for _ in range(120)), return_exceptions=True
-        ),
-        restart_soon(),
+    settled = await call_llm(prompt(), t, daily, "default", max_tokens=30)  # the tenant is active
+    stub.default["openai"] = {"delay": 1.5}  # the next calls are still at the provider when Redis dies
+    wave = asyncio.gather(
+        *(call_llm(prompt(), t, daily, "default", max_tokens=30) for _ in range(60)), return_exceptions=True
     )
-    second = await asyncio.gather(
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # granted up to the day's budget, none answered yet
+        now = await counters(faulty, t)
+        if now.used + now.reserved > daily - 100:
+            break
+        await asyncio.sleep(0.02)
+    in_flight = (await counters(faulty, t)).reserved
+    stub.default["openai"] = {}
+    await asyncio.to_thread(faulty.server.restart, kill=True)
+    restarted = time.monotonic()
+    during = await asyncio.gather(
+        *(call_llm(prompt(), t, daily, "default", max_tokens=30) for _ in range(60)), return_exceptions=True
+    )
+    first = await wave
+    if faulty.server.persistence == "none":  # held until the calls in flight have settled
+        assert during and all(isinstance(r, BackendUnavailableError) for r in during), during[:3]
+        held = during[0]
+        assert isinstance(held, BackendUnavailableError) and "lost its state" in held.message
+        assert int(held.headers["Retry-After"]) <= LEASE_S + 1
+        await asyncio.sleep(max(0.0, LEASE_S + 0.2 - (time.monotonic() - restarted)))
+    after = await asyncio.gather(
         *(call_llm(prompt(), t, daily, "default", max_tokens=30) for _ in range(120)), return_exceptions=True
     )
-    ok = outcomes([*first, *second])
+    ok = outcomes([settled, *first, *during, *after])
     await settle_leases(t)
     await watch.stop()
     spent = sum(r.tokens_used for r in ok)
-    assert spent <= daily  # a restart that read used = 0 would have let phase two spend it all again
-    assert any(isinstance(r, BudgetExceededError) for r in second)
+    assert in_flight > daily // 2  # the kill caught most of the day in flight
+    assert spent <= daily  # a restart that forgot the calls in flight would have granted their room again
+    assert any(isinstance(r, BudgetExceededError) for r in after)
     now = await counters(faulty, t)
     assert now.used == (await ledger_totals(t))[0] == spent and now.reserved == 0
     assert watch.peak_tokens <= daily

@@ -22,6 +22,7 @@ date from yesterday) and built from the prefix inside the script, in the same sl
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ local missing = {}
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then missing[#missing + 1] = 'day' end
 if redis.call('HEXISTS', KEYS[2], 'seeded') == 0 then missing[#missing + 1] = 'month' end
 if #missing > 0 then return {2, 'seed', missing} end
+local hold = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0')
+if now < hold then return {5, 'recovering', {}, tostring(hold)} end
 local reaped = {}
 local claim = KEYS[7]
 if ARGV[18] == '2' then redis.call('DEL', claim) end  -- this caller settled or freed its claim
@@ -164,7 +167,7 @@ return {1, redis.call('LLEN', KEYS[6])}
 
 # KEYS: day counter, month counter, settled, reservations
 # ARGV: day tokens, day nanousd, month tokens, month nanousd, day expire-at, month expire-at, now,
-#       day, month, ids already counted in the sums...
+#       day, month, hold-until (0: none), ids already counted in the sums...
 SEED = LuaScript("""
 local seeded = 0
 local function held(field_index, value)
@@ -183,15 +186,26 @@ for _, w in ipairs(windows) do
   if redis.call('HEXISTS', w[1], 'seeded') == 0 then
     local t, u = held(w[5], w[6])
     redis.call('HSET', w[1], 'used_tokens', w[2], 'used_nanousd', w[3], 'reserved_tokens', t,
-      'reserved_nanousd', u, 'seeded', 1)
+      'reserved_nanousd', u, 'seeded', 1, 'hold_until', ARGV[10])
     redis.call('EXPIREAT', w[1], w[4])
     seeded = 1
   end
 end
 if seeded == 1 then
-  for i = 10, #ARGV do redis.call('ZADD', KEYS[3], ARGV[7], ARGV[i]) end
+  for i = 11, #ARGV do redis.call('ZADD', KEYS[3], ARGV[7], ARGV[i]) end
 end
 return seeded
+""")
+
+
+# When this Redis began to hold budget state: set by the first seed that finds it missing, so a
+# young epoch means a new (or restarted, emptied) Redis. No hash tag: one key for all tenants.
+EPOCH_KEY = "budget:epoch"
+EPOCH = LuaScript("""
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 """)
 
 
@@ -357,8 +371,18 @@ async def reserve(
         )
         status, what = int(reply[0]), _s(reply[1])
         if status == 2:
-            await seed(tenant_id, today, await ledger.seed_sums(tenant_id, today, lease_seconds))
+            hold = await recovery_hold(tenant_id, lease_seconds)
+            await seed(tenant_id, today, await ledger.seed_sums(tenant_id, today, lease_seconds), hold)
             continue
+        if status == 5:
+            from agent_patterns.errors import BackendUnavailableError
+
+            wait = max(1, math.ceil(float(_s(reply[3])) - now))
+            raise BackendUnavailableError(
+                "the budget store (Redis) lost its state moments ago, while calls may have been in flight: "
+                f"their usage is still being counted, so nothing is granted for {wait} s more",
+                retry_after=wait,
+            )
         if status == 4:  # expired reservations first: each is settled from the ledger or freed
             reap = "2" if await ledger.apply_reaped(tenant_id, [_s(r) for r in reply[2]]) else "0"
             continue
@@ -379,8 +403,29 @@ async def reserve(
     raise BackendUnavailableError("the budget counters could not be rebuilt from the usage ledger; try again")
 
 
-async def seed(tenant_id: str, day: dt.date, sums: SeedSums) -> bool:
-    """Rebuild missing counters from the ledger's sums; True if this call set them."""
+async def recovery_hold(tenant_id: str, lease_seconds: float) -> float:
+    """Until when a rebuilt counter grants nothing (0: it may grant at once).
+
+    Counters rebuilt from the ledger know every settled call, but not the calls in flight when
+    Redis lost its state: their reservations went with it, and they settle only later. When
+    Redis began less than a lease ago (a young epoch) and the tenant's calls were settling in
+    the lease before that, it may have had calls in flight: its rebuilt counters wait until the
+    epoch plus one lease, when every such call has settled (in the ledger and the counters) or
+    died. A tenant idle before (a first deploy, a quiet tenant) waits for nothing; one whose
+    only calls ever were all in flight at that moment is not seen (none had settled)."""
+    from agent_patterns.llm import ledger
+
+    now = time.time()
+    epoch = float(_s(await EPOCH([EPOCH_KEY], [repr(now)])))
+    if now - epoch >= lease_seconds:
+        return 0.0
+    active = await ledger.settled_between(tenant_id, epoch - lease_seconds, epoch)
+    return epoch + lease_seconds if active else 0.0
+
+
+async def seed(tenant_id: str, day: dt.date, sums: SeedSums, hold_until: float = 0.0) -> bool:
+    """Rebuild missing counters from the ledger's sums (granting nothing before `hold_until`);
+    True if this call set them."""
     p = prefix(tenant_id)
     day_expire, month_expire = _expire_at(day)
     keys = [day_key(tenant_id, day), month_key(tenant_id, day), p + "settled", p + "res"]
@@ -396,6 +441,7 @@ async def seed(tenant_id: str, day: dt.date, sums: SeedSums) -> bool:
             repr(time.time()),
             day.isoformat(),
             f"{day:%Y-%m}",
+            repr(hold_until),
             *sums.recent_ids,
         ],
     )

@@ -216,6 +216,19 @@ async def seed_sums(tenant_id: str, day: dt.date, lease_seconds: float) -> SeedS
     return SeedSums(int(row[0]), int(row[1]), int(row[2]), int(row[3]), list(row[4]))
 
 
+async def settled_between(tenant_id: str, start: float, end: float) -> bool:
+    """Whether a call of the tenant settled in the ledger between two epoch times."""
+    async with connection() as db:
+        await ensure_global(db, USAGE)
+        cur = await db.execute(
+            "SELECT EXISTS (SELECT 1 FROM agent_patterns.llm_usage"
+            " WHERE tenant_id = %s AND created_at BETWEEN to_timestamp(%s) AND to_timestamp(%s) AND NOT cache_hit)",
+            (tenant_id, start, end),
+        )
+        row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def apply_reaped(tenant_id: str, reservation_ids: list[str]) -> bool:
     """Expired reservations: those whose call settled in the ledger (its Redis settlement was
     lost) now count as that usage; the others are freed (the call died unsettled). False when
