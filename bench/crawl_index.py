@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -38,6 +37,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from crawl import stop_tree  # bench/crawl.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLESS_SHELL = "/usr/lib/chromium/chromium-headless-shell"
@@ -66,24 +67,6 @@ def serve(app: str, env: dict[str, str], *extra: str) -> tuple[subprocess.Popen[
                 raise RuntimeError(f"{app} did not start (exit {proc.returncode})") from None
             time.sleep(0.1)
     raise RuntimeError(f"{app} did not start listening")
-
-
-def stop_tree(pid: int) -> None:
-    """Terminate a process this bench started and every process under it (then kill)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in tree:
-        with contextlib.suppress(psutil.Error):
-            p.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=5)
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
 
 
 def embeddings_app() -> Any:

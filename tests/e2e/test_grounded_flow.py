@@ -31,10 +31,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.conftest import ROOT, LiveServer, bearer
+from tests.conftest import LiveServer, bearer
 from tests.docs_site import FACT, MEMBERS_ONLY, PAGES, PASSWORD, QUESTION, USERNAME, DocsSite, docs_site
 from tests.e2e.test_dev_server import dev_server
 from tests.llm_stub import StubProviders
+from tests.readme_webhooks import readme_verify
 
 SOURCE = re.compile(r"^\[(\d+)\] [^\n]*\n", re.M)
 
@@ -174,18 +175,6 @@ def delivery_of(w: World, run_id: str) -> Delivery:
         timeout_s=20,
     )
     return found[0]
-
-
-def readme_verify() -> Callable[[str, dict[str, str], bytes], bool]:
-    """The `verify` function the README's Webhooks section shows, as written there (not imported
-    from tests/functions/test_webhooks.py, which would load moto: seconds)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = re.search(r"```python\n(import base64[^`]*?def verify\(.*?)```", readme, re.S)
-    assert found is not None, "the README's Webhooks section shows `def verify(...)`"
-    namespace: dict[str, Any] = {}
-    exec(found.group(1), namespace)  # noqa: S102 - our own README's example
-    verify: Callable[[str, dict[str, str], bytes], bool] = namespace["verify"]
-    return verify
 
 
 def document(w: World, doc_id: str) -> dict[str, Any]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +23,9 @@ from agent_patterns.backends.sqs import reset_sqs, set_local_consumer
 from agent_patterns.config import reset_settings
 from agent_patterns.runs import events
 from agent_patterns_dev.gateway import LocalLambdaContext, load_function, sqs_event
-from tests.conftest import ROOT, SHARED, bearer, function_client, tenant_rows
+from tests.conftest import SHARED, bearer, function_client, tenant_rows
 from tests.functions.conftest import invoke_as_lambda
+from tests.readme_webhooks import readme_verify
 
 
 @dataclass
@@ -161,17 +161,6 @@ def verified(secret: str, request: Received) -> Any:
     """What a receiver does: check the signature over the raw body (the spec's own package),
     then parse it."""
     return Webhook(secret).verify(request.body, request.headers)
-
-
-def readme_verify() -> Callable[[str, dict[str, str], bytes], bool]:
-    """The README's 10-line `verify`, as written there."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = re.search(r"```python\n(import base64[^`]*?def verify\(.*?)```", readme, re.S)
-    assert found is not None, "the README's Webhooks section shows `def verify(...)`"
-    namespace: dict[str, Any] = {}
-    exec(found.group(1), namespace)  # noqa: S102 - our own README's example
-    verify: Callable[[str, dict[str, str], bytes], bool] = namespace["verify"]
-    return verify
 
 
 SUMMARY = {"pages_crawled": 3, "forms_found": 1, "links_found": 7, "blocked": 0, "skipped": 2}
