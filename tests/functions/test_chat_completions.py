@@ -31,7 +31,9 @@ def tenant() -> str:
 def client(api: LiveServer, tenant_id: str, **kwargs: Any) -> Any:
     """The official SDK client (typed Any here: its request types are TypedDicts this file
     builds as plain dicts)."""
-    return openai.AsyncOpenAI(base_url=f"{api.url}/v1", api_key=issue_token(tenant_id), max_retries=0, **kwargs)
+    kwargs.setdefault("timeout", 60)  # a hung request fails its test, not the whole run
+    kwargs.setdefault("api_key", issue_token(tenant_id))
+    return openai.AsyncOpenAI(base_url=f"{api.url}/v1", max_retries=0, **kwargs)
 
 
 async def test_the_openai_sdk_holds_a_conversation_through_the_gateway(
@@ -437,8 +439,8 @@ async def test_behind_a_function_url_the_bearer_jwt_is_checked_against_the_ident
     llm_api: LiveServer, stub: StubProviders, identity_provider: Any
 ) -> None:
     """LlmStreamFunction has no API Gateway authorizer in front: the app verifies the JWT."""
-    idp = openai.AsyncOpenAI(base_url=f"{llm_api.url}/v1", api_key=identity_provider("acme"), max_retries=0)
-    forged = openai.AsyncOpenAI(base_url=f"{llm_api.url}/v1", api_key=issue_token("acme"), max_retries=0)
+    idp = client(llm_api, "acme", api_key=identity_provider("acme"))
+    forged = client(llm_api, "acme")
     async with idp, forged:
         stream = await idp.chat.completions.create(model="default", messages=ASK, stream=True)
         text, _, _ = await _collect(stream)
