@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,22 +291,7 @@ async def stream_chat(
             await finish(complete=False)
 
     headers = {**SSE_HEADERS, "x-agent-patterns-cache": "miss", "x-agent-patterns-provider": opened.provider}
-    return _SettlingResponse(body(), lambda: finish(complete=False), media_type="text/event-stream", headers=headers)
-
-
-class _SettlingResponse(StreamingResponse):
-    """Settles when the response is done with, also when its body never started (the client
-    went away before the first byte): a body generator that never ran has no `finally`."""
-
-    def __init__(self, body: AsyncIterator[str], on_end: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
-        super().__init__(body, **kwargs)
-        self._on_end = on_end
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._on_end()
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
 def _apply(ev: Event, box: _Answer, cid: str, model: str, created: int) -> str | None:
