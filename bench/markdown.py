@@ -44,7 +44,7 @@ from tests.pages.cases import CASES, PAGES, Case, score  # noqa: E402
 Convert = Callable[[dict[str, Any], str], str]  # (what crawl/source.js returned, the page's URL)
 
 
-def trafilatura_md(html: str, url: str) -> str:
+def trafilatura_md(html: str, url: str, *, favor_recall: bool = False) -> str:
     import trafilatura  # type: ignore[import-not-found, unused-ignore]
 
     return (
@@ -57,28 +57,14 @@ def trafilatura_md(html: str, url: str) -> str:
             include_tables=True,
             include_images=False,
             include_comments=False,
+            favor_recall=favor_recall,
         )
         or ""
     )
 
 
 def trafilatura_recall_md(html: str, url: str) -> str:
-    import trafilatura  # type: ignore[import-not-found, unused-ignore]
-
-    return (
-        trafilatura.extract(
-            html,
-            url=url,
-            output_format="markdown",
-            include_formatting=True,
-            include_links=True,
-            include_tables=True,
-            include_images=False,
-            include_comments=False,
-            favor_recall=True,
-        )
-        or ""
-    )
+    return trafilatura_md(html, url, favor_recall=True)
 
 
 def _readability(html: str) -> str:

@@ -363,10 +363,13 @@ async def answer_metered(
     daily_budget: int | None,
     started: float,
     store: Callable[[ChatAnswer], Awaitable[None]] | None = None,
+    models: list[str] | None = None,
 ) -> tuple[Metered[ChatAnswer], Spent]:
     """A chat answer from the providers within the tenant's limits: reserve, call, ledger and
-    settle; `store` (the cache write) runs while it is ledgered."""
-    models = [model for _, model in providers.chain_for(route)]  # none configured: 503 before any budget
+    settle; `store` (the cache write) runs while it is ledgered. `models`: the route's chain, when
+    the caller resolved it already."""
+    if models is None:  # none configured: 503 before any budget
+        models = [model for _, model in providers.chain_for(route)]
 
     async def run() -> Metered[ChatAnswer]:
         answer, fell_back = await providers.complete_chat(route, req, max_tokens)

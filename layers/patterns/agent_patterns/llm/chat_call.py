@@ -114,7 +114,7 @@ async def call_chat(
                 await cache.put(key, _cached_value(answer), held)
 
         done, spent = await answer_metered(
-            tenant_id, p.route, req, p.max_tokens, req.size_bytes(), daily_budget, started, store
+            tenant_id, p.route, req, p.max_tokens, req.size_bytes(), daily_budget, started, store, p.models
         )
         return _result(done, spent)
     finally:
