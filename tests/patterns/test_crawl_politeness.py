@@ -100,10 +100,11 @@ def site() -> Iterator[Site]:
         yield state
 
 
-def assert_spaced(arrivals: list[float], interval: float, slack: float = 0.3) -> None:
+def assert_spaced(arrivals: list[float], interval: float, slack: float = 0.5) -> None:
     """No burst: any k+1 consecutive requests span at least k intervals, less `slack`: the crawler
-    spaces its requests exactly, but on a busy machine one may take a while to reach the server
-    (four tabs let loose at once would still arrive within far less than 3 intervals - slack)."""
+    spaces its requests exactly (unit-tested below), but on a busy CI machine one may take up to
+    ~0.4 s to reach the server (seen once), squeezing its gap to the next. Four tabs let loose at
+    once still arrive within far less than 3 intervals - slack."""
     for i in range(len(arrivals)):
         for j in range(i + 1, len(arrivals)):
             assert arrivals[j] - arrivals[i] >= (j - i) * interval - slack, (i, j, arrivals)
