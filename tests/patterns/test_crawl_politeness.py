@@ -70,6 +70,8 @@ def site() -> Iterator[Site]:
 
     async def asset(request: Request) -> Response:
         state.assets.append(request.url.path)
+        if request.url.path == "/favicon.ico":
+            return Response(status_code=404)
         kind = "text/css" if request.url.path.endswith(".css") else "text/javascript"
         return Response("/* */", media_type=kind)
 
@@ -91,6 +93,7 @@ def site() -> Iterator[Site]:
             Route("/sitemap.xml", sitemap_xml),
             Route("/style.css", asset),
             Route("/app.js", asset),
+            Route("/favicon.ico", asset),  # Chromium's own icon fetch: a sub-resource, not a document
             Route("/frame", frame),
             Route("/{path:path}", document),
         ]

@@ -3,8 +3,9 @@
 What counts is every document request the crawl's browser makes to the crawled origin: its page
 navigations, robots.txt and sitemap fetches, the login page, and documents a page loads by itself
 (a same-origin iframe, a script or form navigating the tab). A page's sub-resources (scripts,
-stylesheets, fetch/XHR) belong to a page already admitted and are not counted; neither is a
-redirect hop, which Chromium follows within the request that got it.
+stylesheets, fetch/XHR, and the /favicon.ico Chromium itself may ask for as a tab closes, which
+Playwright's interception does not see) belong to a page already admitted and are not counted;
+neither is a redirect hop, which Chromium follows within the request that got it.
 
 The limit is a minimum interval (a token bucket holding one token): each request takes the next
 free slot, at least `1 / rate` after the previous one, in the order asked. The crawler takes the
