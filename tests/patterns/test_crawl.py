@@ -310,3 +310,28 @@ async def test_names_are_checked_by_what_they_resolve_to() -> None:
     assert await EgressPolicy(("127.0.0.1",)).resolve("127.0.0.1", 1234)
     with pytest.raises(BlockedAddressError, match="scheme"):
         await EgressPolicy().check_url("ftp://example.com/")
+
+
+def test_the_browser_is_playwrights_headless_shell_when_installed_else_the_systems(
+    settings_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A headless launch runs Playwright's chromium-headless-shell build: an install of only the
+    shell (`playwright install --only-shell`, on arm64 too) is used; only the full build is not."""
+    import shutil
+
+    from agent_patterns.config import reset_settings
+    from agent_patterns.crawl.browser import SYSTEM_CANDIDATES, chromium_executable
+
+    settings_env.delenv("CHROMIUM_PATH", raising=False)
+    settings_env.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))
+    full = tmp_path / "chromium-1200" / "chrome-linux64" / "chrome"
+    full.parent.mkdir(parents=True)
+    full.write_text("")
+    reset_settings()
+    system = chromium_executable()  # the full build alone is not what a headless launch starts
+    assert system is not None and system in {shutil.which(name) for name in SYSTEM_CANDIDATES}
+    shell = tmp_path / "chromium_headless_shell-1200" / "chrome-headless-shell-linux-arm64" / "chrome-headless-shell"
+    shell.parent.mkdir(parents=True)
+    shell.write_text("")
+    reset_settings()
+    assert chromium_executable() is None  # Playwright finds its own

@@ -59,9 +59,11 @@ def chromium_executable() -> str | None:
 
 
 def _playwright_chromium_installed() -> bool:
+    """Whether Playwright's own browser for headless runs is installed: since Playwright 1.49 a
+    headless launch starts its `chromium-headless-shell` build (`playwright install --only-shell
+    chromium` installs only that), never the full `chromium-*` one, on x64 and arm64 alike."""
     base = crawl_settings().playwright_browsers_path or str(Path.home() / ".cache" / "ms-playwright")
     root = Path(base)
     return root.is_dir() and any(
-        (d / "chrome-linux" / "chrome").is_file() or (d / "chrome-linux64" / "chrome").is_file()
-        for d in root.glob("chromium-*")
+        exe.is_file() for exe in root.glob("chromium_headless_shell-*/chrome-headless-shell-*/chrome-headless-shell")
     )

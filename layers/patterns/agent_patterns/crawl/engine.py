@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page, Route
 
 EXTRACT_JS = (Path(__file__).with_name("extract.js")).read_text(encoding="utf-8")
+# Links and forms, and the DOM copy for Markdown, in one round trip to the page: each evaluate is a
+# message through the driver and the browser, per page.
+PAGE_JS = f"(args) => ({{ page: ({EXTRACT_JS.strip()})(args.limits), source: ({SOURCE_JS.strip()})(args.html_chars) }})"
 MAX_SKIPPED = 1000
 
 
@@ -350,14 +353,14 @@ async def _crawl_one(page: Page, entry: dict[str, Any], config: CrawlConfig, sta
     if not same_origin(final_url, start_url):
         record["redirected_off_origin"] = True
         return record
-    data = await page.evaluate(EXTRACT_JS, config.limits.as_js())
+    both = await page.evaluate(PAGE_JS, {"limits": config.limits.as_js(), "html_chars": config.limits.html_chars})
+    data, source = both["page"], both["source"]
     record["title"] = data["title"]
     record["links"] = list(dict.fromkeys(data["links"]))
     record["forms"] = data["forms"]
     truncated = set(data["truncated"])
     # The main content as Markdown, from the rendered DOM; converted off the event loop (the other
     # tabs go on meanwhile), and like every step of the page within the page's time.
-    source = await page.evaluate(SOURCE_JS, config.limits.html_chars)
     if source["truncated"]:
         truncated.add("html")
     try:

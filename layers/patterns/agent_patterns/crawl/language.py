@@ -58,7 +58,7 @@ _SCRIPTS = (
 )
 _PERSIAN = re.compile(r"[پچژگ]")  # Arabic script, letters Arabic does not use
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_LETTER = re.compile(r"[^\W\d_]")
+_NOT_LETTERS = re.compile(r"[\W\d_]+")
 _WORD = re.compile(r"[^\W\d_]+")
 # Markdown that is not prose: code, link targets, bare URLs.
 _NOT_PROSE = re.compile(r"```.*?```|`[^`\n]*`|\]\([^)\s]*\)|<?https?://\S+", re.S)
@@ -67,14 +67,16 @@ _NOT_PROSE = re.compile(r"```.*?```|`[^`\n]*`|\]\([^)\s]*\)|<?https?://\S+", re.
 def detect_language(text: str) -> str | None:
     """An ISO 639-1 code for `text` (Markdown or plain), or None when unsure."""
     prose = _NOT_PROSE.sub(" ", text[:MAX_CHARS])
-    letters = len(_LETTER.findall(prose))
+    only_letters = _NOT_LETTERS.sub("", prose)  # one pass in C; every count below is of letters
+    letters = len(only_letters)
     if letters < 20:
         return None
-    for lang, script, least in _SCRIPTS:
-        if len(script.findall(prose)) / letters > least:
-            return "fa" if lang == "ar" and len(_PERSIAN.findall(prose)) / letters > 0.01 else lang
+    latin = only_letters.isascii()  # most pages: no other writing system to look for
+    for lang, script, least in () if latin else _SCRIPTS:
+        if len(script.findall(only_letters)) / letters > least:
+            return "fa" if lang == "ar" and len(_PERSIAN.findall(only_letters)) / letters > 0.01 else lang
     words = Counter(w.lower() for w in _WORD.findall(prose))
-    cyrillic = len(_CYRILLIC.findall(prose)) / letters > 0.3
+    cyrillic = not latin and len(_CYRILLIC.findall(only_letters)) / letters > 0.3
     candidates = CYRILLIC_LANGS if cyrillic else tuple(c for c in COMMON if c not in CYRILLIC_LANGS)
     ranked = sorted(((sum(words[w] for w in COMMON[c]), c) for c in candidates), reverse=True)
     (best, lang), (second, _) = ranked[0], ranked[1]
