@@ -449,6 +449,40 @@ async def test_behind_a_function_url_the_bearer_jwt_is_checked_against_the_ident
             await forged.chat.completions.create(model="default", messages=ASK)
 
 
+async def test_resetting_the_provider_clients_closes_them_on_the_gateway_loop(
+    llm_api: LiveServer, stub: StubProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `stub` fixture (and a SnapStart restore) resets the provider clients. One dropped
+    unclosed was closed later by the SDK's finalizer, on the loop of whatever thread collected
+    it (this test's), after the collector had closed its sockets: that close unregistered the
+    gateway connection that had reused one of the file descriptors, so its request was never read
+    (the identity-provider test above hung that way in CI)."""
+    import asyncio
+    import threading
+
+    from agent_patterns.llm import providers
+
+    async with client(llm_api, tenant()) as sdk:
+        await sdk.chat.completions.create(model="default", messages=ASK)
+    [(loop, made)] = list(providers._clients.items())  # the gateway's, in the server's thread
+    old = made["openai"]
+    closed_in: list[int] = []
+    close = old.close
+
+    async def recording_close() -> None:
+        closed_in.append(threading.get_ident())
+        await close()
+
+    monkeypatch.setattr(old, "close", recording_close)
+    providers.reset_clients()
+    for _ in range(100):
+        if old.is_closed():
+            break
+        await asyncio.sleep(0.02)
+    assert old.is_closed() and closed_in == [llm_api.thread.ident]
+    assert loop not in providers._clients
+
+
 async def test_long_stable_prefixes_get_anthropic_cache_breakpoints_and_cache_tokens_are_priced(
     llm_api: LiveServer, stub: StubProviders, settings_env: pytest.MonkeyPatch
 ) -> None:

@@ -285,6 +285,10 @@ async def stream_chat(
                 message = f"{opened.provider} stream failed"
             code = exc.code if isinstance(exc, AgentPatternsError) else "provider_stream_failed"
             logger.warning("chat stream failed after the first token", extra={"error": repr(exc)})
+            try:
+                await finish(complete=False)  # what it consumed is in the ledger before the client sees the end
+            except Exception:
+                logger.exception("chat stream: ledger or settlement failed after the stream failed")
             yield error_chunk(message, code)
             yield DONE
         finally:

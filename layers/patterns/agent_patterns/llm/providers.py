@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import contextlib
 import random
 import sys
 import time
@@ -79,7 +80,30 @@ def _client(provider: str) -> Any:
 
 
 def reset_clients() -> None:
-    _clients.clear()
+    """Forget the clients (new settings, a SnapStart restore): the next call makes new ones.
+
+    Each one forgotten is closed on the loop that owns it. Left to the garbage collector, the SDK
+    closes it from a finalizer, on whatever loop runs where the collector ran, after the collector
+    already closed its sockets: that late close unregisters whichever connection of the owning
+    loop has reused one of their file descriptors, and that connection is never read again."""
+    while True:
+        try:
+            loop, per_loop = _clients.popitem()
+        except KeyError:
+            return
+        if not per_loop or loop.is_closed():  # a closed loop has no selector left to corrupt
+            continue
+        closing = _close_all(list(per_loop.values()))
+        try:
+            asyncio.run_coroutine_threadsafe(closing, loop)
+        except RuntimeError:  # the loop closed meanwhile
+            closing.close()
+
+
+async def _close_all(clients: list[Any]) -> None:
+    for client in clients:
+        with contextlib.suppress(Exception):  # a dead connection closes all the same
+            await client.close()
 
 
 def _status(exc: BaseException) -> int | None:
