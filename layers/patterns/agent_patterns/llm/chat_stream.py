@@ -249,6 +249,14 @@ async def stream_chat(
         args = (tenant_id, reservation, opened, box, input_bytes, max_tokens, started, fell_back, cache_key, held)
         await asyncio.shield(asyncio.ensure_future(_finish(*args)))
 
+    async def settle(complete: bool) -> None:
+        """Ledger and settle before the client sees the end (an answer or an error chunk); what
+        was sent stands, so a bookkeeping failure here is logged, not sent."""
+        try:
+            await finish(complete)
+        except Exception:
+            logger.exception("chat stream: ledger, settlement or cache write failed at the stream's end")
+
     async def body() -> AsyncIterator[str]:
         cid, created = completion_id(), int(time.time())
         try:
@@ -267,10 +275,7 @@ async def stream_chat(
             yield chunk(cid, opened.model, created, {}, box.finish)
             if include_usage and box.usage is not None:
                 yield usage_chunk(cid, opened.model, created, box.usage)
-            try:
-                await finish(complete=True)  # in the ledger before the client sees the end
-            except Exception:  # the answer is delivered: a bookkeeping failure is logged, not sent
-                logger.exception("chat stream: ledger, settlement or cache write failed after the answer")
+            await settle(complete=True)
             if trailer is not None:
                 yield trailer("".join(box.content))
             yield DONE
@@ -285,10 +290,7 @@ async def stream_chat(
                 message = f"{opened.provider} stream failed"
             code = exc.code if isinstance(exc, AgentPatternsError) else "provider_stream_failed"
             logger.warning("chat stream failed after the first token", extra={"error": repr(exc)})
-            try:
-                await finish(complete=False)  # what it consumed is in the ledger before the client sees the end
-            except Exception:
-                logger.exception("chat stream: ledger or settlement failed after the stream failed")
+            await settle(complete=False)
             yield error_chunk(message, code)
             yield DONE
         finally:

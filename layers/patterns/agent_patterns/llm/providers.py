@@ -86,18 +86,15 @@ def reset_clients() -> None:
     closes it from a finalizer, on whatever loop runs where the collector ran, after the collector
     already closed its sockets: that late close unregisters whichever connection of the owning
     loop has reused one of their file descriptors, and that connection is never read again."""
-    while True:
-        try:
-            loop, per_loop = _clients.popitem()
-        except KeyError:
-            return
-        if not per_loop or loop.is_closed():  # a closed loop has no selector left to corrupt
-            continue
-        closing = _close_all(list(per_loop.values()))
-        try:
-            asyncio.run_coroutine_threadsafe(closing, loop)
-        except RuntimeError:  # the loop closed meanwhile
-            closing.close()
+    dropped = list(_clients.items())
+    _clients.clear()
+    for loop, per_loop in dropped:
+        if per_loop and not loop.is_closed():  # a closed loop has no selector left to corrupt
+            closing = _close_all(list(per_loop.values()))
+            try:
+                asyncio.run_coroutine_threadsafe(closing, loop)
+            except RuntimeError:  # the loop closed meanwhile
+                closing.close()
 
 
 async def _close_all(clients: list[Any]) -> None:
