@@ -483,6 +483,41 @@ async def test_resetting_the_provider_clients_closes_them_on_the_gateway_loop(
     assert loop not in providers._clients
 
 
+async def test_resetting_redis_closes_each_client_on_the_loop_that_owns_it(
+    llm_api: LiveServer, stub: StubProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same hazard as the provider clients: a Redis client dropped unclosed is closed by
+    redis-py's finalizer on whatever thread collects it. A reset (SnapStart restore, tests)
+    closes each on its own loop, and the gateway goes on with a new one."""
+    import asyncio
+    import threading
+
+    from agent_patterns.backends import redis as backend
+
+    async with client(llm_api, tenant()) as sdk:
+        await sdk.chat.completions.create(model="default", messages=ASK)
+    [(loop, old)] = [
+        (lp, c) for lp, c in backend._clients.items() if getattr(lp, "_thread_id", None) == llm_api.thread.ident
+    ]
+    closed_in: list[int] = []
+    aclose = old.aclose
+
+    async def recording_aclose() -> None:
+        closed_in.append(threading.get_ident())
+        await aclose()
+
+    monkeypatch.setattr(old, "aclose", recording_aclose)
+    backend.reset_redis()
+    for _ in range(100):
+        if closed_in:
+            break
+        await asyncio.sleep(0.02)
+    assert closed_in == [llm_api.thread.ident]
+    async with client(llm_api, tenant()) as sdk:  # the gateway made itself a new client
+        assert (await sdk.chat.completions.create(model="default", messages=ASK)).choices[0].message.content
+    assert backend._clients.get(loop) not in (None, old)
+
+
 async def test_long_stable_prefixes_get_anthropic_cache_breakpoints_and_cache_tokens_are_priced(
     llm_api: LiveServer, stub: StubProviders, settings_env: pytest.MonkeyPatch
 ) -> None:

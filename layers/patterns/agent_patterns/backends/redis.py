@@ -127,5 +127,19 @@ class LuaScript:
 
 
 def reset_redis() -> None:
-    """Drop the clients without touching their sockets: after a SnapStart restore they are dead."""
+    """Forget the clients (a SnapStart restore, new settings): the next command makes a new one.
+    Each forgotten client is closed on its own loop (`backends.loops`); after a restore its
+    sockets are dead, and closing them only gives the file descriptors back."""
+    from agent_patterns.backends.loops import close_on_loop
+
+    dropped = list(_clients.items())
     _clients.clear()
+    for loop, client in dropped:
+        close_on_loop(loop, _close(client))
+
+
+async def _close(client: Redis) -> None:
+    import contextlib
+
+    with contextlib.suppress(Exception):  # a dead connection closes all the same
+        await client.aclose()

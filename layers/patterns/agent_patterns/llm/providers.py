@@ -81,20 +81,14 @@ def _client(provider: str) -> Any:
 
 def reset_clients() -> None:
     """Forget the clients (new settings, a SnapStart restore): the next call makes new ones.
+    Each one forgotten is closed on the loop that owns it (`backends.loops` says why)."""
+    from agent_patterns.backends.loops import close_on_loop
 
-    Each one forgotten is closed on the loop that owns it. Left to the garbage collector, the SDK
-    closes it from a finalizer, on whatever loop runs where the collector ran, after the collector
-    already closed its sockets: that late close unregisters whichever connection of the owning
-    loop has reused one of their file descriptors, and that connection is never read again."""
     dropped = list(_clients.items())
     _clients.clear()
     for loop, per_loop in dropped:
-        if per_loop and not loop.is_closed():  # a closed loop has no selector left to corrupt
-            closing = _close_all(list(per_loop.values()))
-            try:
-                asyncio.run_coroutine_threadsafe(closing, loop)
-            except RuntimeError:  # the loop closed meanwhile
-                closing.close()
+        if per_loop:
+            close_on_loop(loop, _close_all(list(per_loop.values())))
 
 
 async def _close_all(clients: list[Any]) -> None:
