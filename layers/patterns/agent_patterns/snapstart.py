@@ -3,8 +3,8 @@
 Before the snapshot a function imports what its first request would (nothing connects, nothing
 unique is made); after a restore the sockets in the snapshot are dead, so the clients are
 dropped (closed on their own loop, never used) and made anew, and the PRNG is reseeded so
-restored environments do not share retry jitter. Lambda's Python runtime provides `snapshot_restore_py`; elsewhere
-`register` does nothing.
+restored environments do not share retry jitter. Lambda's Python runtime provides
+`snapshot_restore_py`; elsewhere `register` does nothing.
 """
 
 from __future__ import annotations
