@@ -341,6 +341,29 @@ async def test_a_client_that_hangs_up_cancels_upstream_and_pays_what_was_generat
     assert await reserved(t) == 0
 
 
+async def test_a_client_gone_before_the_first_token_still_cancels_upstream_and_pays(
+    llm_api: LiveServer, stub: StubProviders
+) -> None:
+    """The client gives up while the provider is slow to its first token. By then the gateway
+    has reserved and is opening the upstream stream; when the response finds the client gone,
+    upstream is cancelled and the call is paid conservatively (never 0), not left to the lease."""
+    import asyncio
+
+    stub.script["openai"].append({"delay": 0.7, "content": " ".join(["word"] * 60), "stream_delay": 0.1})
+    t = tenant()
+    async with client(llm_api, t, timeout=0.3) as sdk:
+        with pytest.raises(openai.APITimeoutError):
+            await sdk.chat.completions.create(model="default", messages=ASK, stream=True)
+    for _ in range(100):  # the provider answers at 0.7 s; the gateway then finds the client gone
+        if stub.streams_cancelled["openai"] == 1 and await ledger_rows(t):
+            break
+        await asyncio.sleep(0.05)
+    assert stub.streams_cancelled["openai"] == 1 and stub.streams_completed["openai"] == 0
+    rows = await ledger_rows(t)
+    assert len(rows) == 1 and rows[0][1] > 0 and rows[0][2] >= 1
+    assert await reserved(t) == 0
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_a_stream_that_ends_early_is_an_error_and_never_cached(
     llm_api: LiveServer, stub: StubProviders, provider: str
