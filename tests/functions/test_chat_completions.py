@@ -472,6 +472,21 @@ async def test_behind_a_function_url_the_bearer_jwt_is_checked_against_the_ident
             await forged.chat.completions.create(model="default", messages=ASK)
 
 
+def record_threads(monkeypatch: pytest.MonkeyPatch, obj: Any, method: str) -> list[int]:
+    """The threads `obj.method` (a coroutine method) is run in, from now on."""
+    import threading
+
+    ran_in: list[int] = []
+    original = getattr(obj, method)
+
+    async def recording() -> None:
+        ran_in.append(threading.get_ident())
+        await original()
+
+    monkeypatch.setattr(obj, method, recording)
+    return ran_in
+
+
 async def test_resetting_the_provider_clients_closes_them_on_the_gateway_loop(
     llm_api: LiveServer, stub: StubProviders, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -481,7 +496,6 @@ async def test_resetting_the_provider_clients_closes_them_on_the_gateway_loop(
     gateway connection that had reused one of the file descriptors, so its request was never read
     (the identity-provider test above hung that way in CI)."""
     import asyncio
-    import threading
 
     from agent_patterns.llm import providers
 
@@ -489,14 +503,7 @@ async def test_resetting_the_provider_clients_closes_them_on_the_gateway_loop(
         await sdk.chat.completions.create(model="default", messages=ASK)
     [(loop, made)] = list(providers._clients.items())  # the gateway's, in the server's thread
     old = made["openai"]
-    closed_in: list[int] = []
-    close = old.close
-
-    async def recording_close() -> None:
-        closed_in.append(threading.get_ident())
-        await close()
-
-    monkeypatch.setattr(old, "close", recording_close)
+    closed_in = record_threads(monkeypatch, old, "close")
     providers.reset_clients()
     for _ in range(100):
         if old.is_closed():
@@ -513,7 +520,6 @@ async def test_resetting_redis_closes_each_client_on_the_loop_that_owns_it(
     redis-py's finalizer on whatever thread collects it. A reset (SnapStart restore, tests)
     closes each on its own loop, and the gateway goes on with a new one."""
     import asyncio
-    import threading
 
     from agent_patterns.backends import redis as backend
 
@@ -522,14 +528,7 @@ async def test_resetting_redis_closes_each_client_on_the_loop_that_owns_it(
     [(loop, old)] = [
         (lp, c) for lp, c in backend._clients.items() if getattr(lp, "_thread_id", None) == llm_api.thread.ident
     ]
-    closed_in: list[int] = []
-    aclose = old.aclose
-
-    async def recording_aclose() -> None:
-        closed_in.append(threading.get_ident())
-        await aclose()
-
-    monkeypatch.setattr(old, "aclose", recording_aclose)
+    closed_in = record_threads(monkeypatch, old, "aclose")
     backend.reset_redis()
     for _ in range(100):
         if closed_in:
