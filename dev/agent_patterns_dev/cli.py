@@ -209,6 +209,20 @@ def _usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limit_value(name: str, text: str) -> object:
+    """A limit as the API takes it: a whole number, dollars as an exact decimal string, or None."""
+    from decimal import Decimal, InvalidOperation
+
+    if text.lower() == "none":
+        return None
+    if name.endswith("_usd"):
+        try:
+            return str(Decimal(text))
+        except InvalidOperation:
+            raise ValueError(text) from None
+    return int(text)
+
+
 def _limits(args: argparse.Namespace) -> int:
     import json
 
@@ -223,7 +237,12 @@ def _limits(args: argparse.Namespace) -> int:
             for name in LIMIT_NAMES:
                 value = getattr(args, name)
                 if value is not None:
-                    changes[name] = None if value.lower() == "none" else value
+                    try:
+                        changes[name] = _limit_value(name, value)
+                    except ValueError:
+                        flag = "--" + name.replace("_", "-")
+                        print(f"agent-patterns limits set: {flag} {value!r} is not a number (or none)", file=sys.stderr)
+                        return 2
             if not changes:
                 print("agent-patterns limits set: name at least one limit, e.g. --daily-usd 5", file=sys.stderr)
                 return 2

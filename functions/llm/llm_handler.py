@@ -1,15 +1,15 @@
 """llm function: `POST /v1/llm/complete`, `GET /v1/usage` and the operator's limits routes
 behind API Gateway (Mangum), SnapStart-ready."""
 
-import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
 from agent_patterns import snapstart
+from agent_patterns.inputs import RequestBody
 from agent_patterns.llm import call_llm
 from agent_patterns.llm.answer import AnswerRequest
 from agent_patterns.llm.chat import ChatRequest
@@ -19,7 +19,7 @@ from agent_patterns.tenancy import validate_tenant_id
 from agent_patterns.web import CurrentOperator, CurrentTenant, create_app, lambda_handler
 
 
-class CompleteRequest(BaseModel):
+class CompleteRequest(RequestBody):
     prompt: str = Field(min_length=1)
     agent_type: str = Field("default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     model: str | None = Field(None, max_length=64, description="a model alias (default: the agent type's)")
@@ -27,15 +27,24 @@ class CompleteRequest(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     system: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_stream(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stream" in data:
+            raise ValueError(
+                "stream: /v1/llm/complete answers once; for tokens as they are generated, "
+                'POST /v1/chat/completions with "stream": true'
+            )
+        return data
 
-class LimitsChange(BaseModel):
+
+class LimitsChange(RequestBody):
     """Per-tenant overrides; a field left out is kept, `null` clears it (back to the default)."""
 
-    model_config = ConfigDict(extra="forbid")
     daily_tokens: int | None = Field(None, ge=0)
-    daily_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9)
+    daily_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9, strict=False)  # a JSON number
     monthly_tokens: int | None = Field(None, ge=0)
-    monthly_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9)
+    monthly_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9, strict=False)
     requests_per_minute: int | None = Field(None, ge=0)
     tokens_per_minute: int | None = Field(None, ge=0)
 
@@ -62,13 +71,13 @@ def _rate_headers(response: Response, rate: Any) -> None:
 @app.get("/v1/usage")
 async def usage(
     who: CurrentTenant,
-    start: Annotated[dt.date | None, Query(alias="from", description="first UTC day (default: today)")] = None,
-    end: Annotated[dt.date | None, Query(alias="to", description="last UTC day (default: today)")] = None,
+    start: Annotated[str | None, Query(alias="from", description="first UTC day, YYYY-MM-DD (default: today)")] = None,
+    end: Annotated[str | None, Query(alias="to", description="last UTC day, YYYY-MM-DD (default: today)")] = None,
     group_by: Literal["model", "day"] = "model",
 ) -> dict[str, Any]:
-    from agent_patterns.llm.usage import budget_now, check_range, report
+    from agent_patterns.llm.usage import budget_now, check_range, parse_day, report
 
-    first, last = check_range(start, end)
+    first, last = check_range(parse_day(start, "from"), parse_day(end, "to"))
     out = await report(who.id, first, last, group_by)
     out["budget"] = await budget_now(who.id, llm_settings().llm_daily_token_budget)
     return out

@@ -4,9 +4,10 @@
 from typing import Any, Literal
 
 from fastapi import Query, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from agent_patterns import snapstart
+from agent_patterns.inputs import RequestBody
 from agent_patterns.search import (
     DocumentInput,
     get_document,
@@ -19,23 +20,23 @@ from agent_patterns.search import (
 from agent_patterns.web import CurrentTenant, create_app, lambda_handler
 
 
-class ChunkIn(BaseModel):
+class ChunkIn(RequestBody):
     text: str = Field(min_length=1)
     embedding: list[float]
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(RequestBody):
     id: str | None = Field(None, min_length=1, max_length=256)
     text: str | None = None
     metadata: dict[str, Any] | None = None
     chunks: list[ChunkIn] | None = Field(None, description="precomputed chunks with their embeddings")
 
 
-class DocumentsRequest(BaseModel):
+class DocumentsRequest(RequestBody):
     documents: list[DocumentIn]
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(RequestBody):
     query: str | None = None
     vector: list[float] | None = None
     limit: int = Field(10, ge=1, le=100)

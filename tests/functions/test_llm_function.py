@@ -81,7 +81,9 @@ async def test_no_provider_answering_or_configured_is_503(
 async def test_the_tenant_comes_from_the_token(api: httpx.AsyncClient, stub: StubProviders) -> None:
     assert (await api.post("/v1/llm/complete", json={"prompt": "hi"})).status_code == 401
     p = prompt()
-    first = await api.post("/v1/llm/complete", json={"prompt": p, "tenant_id": "globex"}, headers=bearer("acme"))
+    claimed = await api.post("/v1/llm/complete", json={"prompt": p, "tenant_id": "globex"}, headers=bearer("acme"))
+    assert claimed.status_code == 422 and "your token" in claimed.json()["error"]["message"]  # never taken from a body
+    first = await api.post("/v1/llm/complete", json={"prompt": p}, headers=bearer("acme"))
     assert first.status_code == 200 and first.json()["cached"] is False, first.text
     other = await api.post("/v1/llm/complete", json={"prompt": p}, headers=bearer("globex"))
     assert other.status_code == 200 and other.json()["cached"] is False  # acme's answer was not filed under globex
@@ -119,9 +121,18 @@ async def test_usage_reports_the_tenants_calls_by_model_and_by_day(api: httpx.As
     assert [g["day"] for g in by_day["groups"]] == [dt.datetime.now(dt.UTC).date().isoformat()]
     other = (await api.get("/v1/usage", headers=bearer("u" + uuid.uuid4().hex[:10]))).json()
     assert other["groups"] == [] and other["totals"]["calls"] == 0  # tenants see only their own
-    for params in ({"from": "2026-02-30"}, {"from": "2026-03-02", "to": "2026-03-01"}, {"group_by": "tenant"}):
+    refused = (
+        {"from": "2026-02-30"},
+        {"from": "2026-03-02", "to": "2026-03-01"},
+        {"group_by": "tenant"},
+        {"to": "0"},  # not 1970-01-01 (pydantic's dates take a number as a Unix time)
+        {"from": "1764720000"},
+        {"from": "2026-3-1"},
+    )
+    for params in refused:
         bad = await api.get("/v1/usage", params=params, headers=bearer(t))
         assert bad.status_code == 422, (params, bad.text)
+        assert next(iter(params)) in bad.json()["error"]["message"]
 
 
 async def test_operators_change_a_tenants_limits_without_a_deploy(

@@ -11,7 +11,24 @@ import json
 import math
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, model_validator
+
 from agent_patterns.errors import ValidationError
+
+
+class RequestBody(BaseModel):
+    """A JSON request body. An unknown field is a 422 naming it: a typo (`max_token`) must not
+    silently fall back to the default. Values keep their JSON types: `"stream": 0`,
+    `"temperature": false` or `"max_pages": "5"` are refused, not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tenant(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tenant_id" in data:
+            raise ValueError("tenant_id: the tenant is the one your token names; leave tenant_id out of the body")
+        return data
 
 
 def check_text(value: str, field: str) -> str:

@@ -32,6 +32,7 @@ from agent_patterns.crawl.settings import crawl_settings
 from agent_patterns.crawl.types import MAX_PAGES_LIMIT, AuthConfig, CrawlConfig, CrawlResult
 from agent_patterns.crawl.urls import without_userinfo
 from agent_patterns.errors import BackendUnavailableError, NotFoundError, RunEndedError, ValidationError
+from agent_patterns.inputs import RequestBody
 from agent_patterns.runs import events
 from agent_patterns.runs.events import checkpoint_key
 from agent_patterns.runs.leases import Lease, reap_expired_runs, reap_if_expired
@@ -45,7 +46,7 @@ CHECKPOINT_TTL_S = 6 * 3600
 KIND = "crawl"
 
 
-class AuthRequest(BaseModel):
+class AuthRequest(RequestBody):
     """Login before crawling. Give `password` (sealed at rest) or `password_secret_arn`."""
 
     login_url: HttpUrl
@@ -68,7 +69,7 @@ class AuthRequest(BaseModel):
 PathPattern = Annotated[str, StringConstraints(pattern=r"^/[^\x00-\x1f]{0,199}$")]  # a glob on the URL path
 
 
-class CrawlRequest(BaseModel):
+class CrawlRequest(RequestBody):
     url: HttpUrl
     max_pages: int = Field(MAX_PAGES_LIMIT, ge=1, le=MAX_PAGES_LIMIT)
     auth: AuthRequest | None = None

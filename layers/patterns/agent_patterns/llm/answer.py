@@ -16,8 +16,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from agent_patterns.inputs import RequestBody
 from agent_patterns.llm.chat import ChatRequest
 from agent_patterns.llm.settings import llm_settings
 
@@ -31,9 +32,7 @@ CITATION = re.compile(r"\[(\d{1,3})\]")
 SNIPPET_CHARS = 300
 
 
-class AnswerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AnswerRequest(RequestBody):
     question: str = Field(min_length=1, max_length=4000)
     filter: dict[str, Any] | None = Field(None, description="metadata containment, as in /v1/search")
     k: int = Field(6, ge=1, le=20, description="sources to retrieve")
@@ -86,12 +85,15 @@ async def retrieve(tenant_id: str, req: AnswerRequest) -> list[dict[str, Any]]:
 
 
 def chat_request(req: AnswerRequest, sources: list[dict[str, Any]]) -> ChatRequest:
-    return ChatRequest(
-        model=req.model,
-        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": _prompt(req.question, sources)}],
-        temperature=0,
-        max_tokens=req.max_tokens,
-        stream=req.stream,
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": _prompt(req.question, sources)}]
+    return ChatRequest.model_validate(
+        {
+            "model": req.model,
+            "messages": messages,
+            "temperature": 0,
+            "max_tokens": req.max_tokens,
+            "stream": req.stream,
+        }
     )
 
 

@@ -15,9 +15,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from agent_patterns.errors import ValidationError
+from agent_patterns.inputs import RequestBody
 
 # OpenAI fields that would change the answer in ways this gateway cannot honour on both providers.
 REFUSED_FIELDS = {
@@ -39,29 +40,25 @@ REFUSED_FIELDS = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CacheControl(_Strict):
+class CacheControl(RequestBody):
     """Anthropic's prompt-cache breakpoint (an extension OpenAI clients may send on a part)."""
 
     type: Literal["ephemeral"] = "ephemeral"
     ttl: Literal["5m", "1h"] | None = None
 
 
-class TextPart(_Strict):
+class TextPart(RequestBody):
     type: Literal["text"]
     text: str
     cache_control: CacheControl | None = None
 
 
-class ImageUrl(_Strict):
+class ImageUrl(RequestBody):
     url: str = Field(max_length=20_000_000)
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Strict):
+class ImagePart(RequestBody):
     type: Literal["image_url"]
     image_url: ImageUrl
 
@@ -69,18 +66,18 @@ class ImagePart(_Strict):
 Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
-class FunctionCall(_Strict):
+class FunctionCall(RequestBody):
     name: str = Field(min_length=1, max_length=128)
     arguments: str  # JSON text, as OpenAI sends it
 
 
-class ToolCall(_Strict):
+class ToolCall(RequestBody):
     id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class Message(_Strict):
+class Message(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[Part] | None = None
     name: str | None = Field(None, max_length=64)
@@ -110,29 +107,29 @@ class Message(_Strict):
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
 
 
-class FunctionDef(_Strict):
+class FunctionDef(RequestBody):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
 
 
-class Tool(_Strict):
+class Tool(RequestBody):
     type: Literal["function"] = "function"
     function: FunctionDef
     cache_control: CacheControl | None = None
 
 
-class NamedFunction(_Strict):
+class NamedFunction(RequestBody):
     name: str
 
 
-class NamedToolChoice(_Strict):
+class NamedToolChoice(RequestBody):
     type: Literal["function"] = "function"
     function: NamedFunction
 
 
-class JsonSchemaSpec(_Strict):
+class JsonSchemaSpec(RequestBody):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
@@ -141,7 +138,7 @@ class JsonSchemaSpec(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class ResponseFormat(_Strict):
+class ResponseFormat(RequestBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
 
@@ -152,11 +149,11 @@ class ResponseFormat(_Strict):
         return self
 
 
-class StreamOptions(_Strict):
+class StreamOptions(RequestBody):
     include_usage: bool = False
 
 
-class ChatRequest(_Strict):
+class ChatRequest(RequestBody):
     """A Chat Completions request, as OpenAI defines it (minus what REFUSED_FIELDS names)."""
 
     model: str = Field(min_length=1, max_length=128)

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal
 
 from agent_patterns.errors import ValidationError
 
 GroupBy = Literal["model", "day"]
 MAX_DAYS = 366
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+def parse_day(value: str | None, field: str) -> dt.date | None:
+    """A UTC day written YYYY-MM-DD, or a 422 naming `field`. Stricter than pydantic's date, which
+    also takes a number as a Unix time (`to=0` would silently mean 1970-01-01)."""
+    if value is None:
+        return None
+    if not _DAY.fullmatch(value):
+        raise ValidationError(f"{field}: {value[:40]!r} is not a day written YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationError(f"{field}: {value} is not a day of the calendar ({exc})") from None
 
 
 def check_range(start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import Field, HttpUrl
 
+from agent_patterns.inputs import RequestBody
 from agent_patterns.webhooks import store
 from agent_patterns.webhooks.targets import check_target
 
 
-class WebhookEndpoints(BaseModel):
+class WebhookEndpoints(RequestBody):
     """`PUT /v1/webhooks`: every run of the tenant is POSTed to each of these when it ends."""
 
     urls: list[HttpUrl] = Field(max_length=store.MAX_ENDPOINTS)
