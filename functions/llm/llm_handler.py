@@ -16,7 +16,7 @@ from agent_patterns.llm.chat import ChatRequest
 from agent_patterns.llm.routing import check_models
 from agent_patterns.llm.settings import llm_settings
 from agent_patterns.tenancy import validate_tenant_id
-from agent_patterns.web import CurrentOperator, CurrentTenant, create_app, lambda_handler
+from agent_patterns.web import SSE_RESPONSE, CurrentOperator, CurrentTenant, create_app, lambda_handler
 
 
 class CompleteRequest(RequestBody):
@@ -124,7 +124,7 @@ CacheHeader = Annotated[
 ]
 
 
-@app.post("/v1/chat/completions", response_model=None)
+@app.post("/v1/chat/completions", response_model=None, responses=SSE_RESPONSE)
 async def chat_completions(
     body: ChatRequest, who: CurrentTenant, response: Response, cache: CacheHeader = "auto"
 ) -> dict[str, Any] | StreamingResponse:
@@ -144,7 +144,7 @@ async def chat_completions(
     return completion_body(result.answer)
 
 
-@app.post("/v1/answer", response_model=None)
+@app.post("/v1/answer", response_model=None, responses=SSE_RESPONSE)
 async def answer_question(body: AnswerRequest, who: CurrentTenant) -> dict[str, Any] | StreamingResponse:
     from agent_patterns.llm.answer import answer, answer_stream
 

@@ -194,3 +194,29 @@ def test_apigateway_claims_reach_the_route_through_mangum(settings_env: pytest.M
     response = Mangum(build_test_app(), lifespan="off")(event, LambdaContext())
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])["tenant"] == "acme"
+
+
+@pytest.mark.parametrize("function", ["llm", "search", "crawl", "streaming"])
+async def test_the_openapi_document_describes_the_error_shape_every_route_answers(function: str) -> None:
+    """Generated clients learn the error body from the document; the body they get matches it."""
+    from agent_patterns.web import ErrorBody
+
+    app = load_function(function).app
+    doc = app.openapi()
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            for status in ("401", "422", "503"):
+                ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorBody"), (path, method, status)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        first = next(iter(doc["paths"]))
+        unauthenticated = await c.request(next(iter(doc["paths"][first])).upper(), first)
+    assert unauthenticated.status_code in (401, 405, 422)
+    ErrorBody.model_validate(unauthenticated.json())
+
+
+async def test_streaming_routes_document_server_sent_events() -> None:
+    doc = load_function("llm").app.openapi()
+    for path in ("/v1/chat/completions", "/v1/answer"):
+        assert "text/event-stream" in doc["paths"][path]["post"]["responses"]["200"]["content"], path

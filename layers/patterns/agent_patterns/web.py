@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +30,41 @@ HEALTH_TIMEOUT_S = 2.0
 
 
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable (agent_patterns.errors.HTTP_ERROR_CODES)")
+    message: str = Field(description="what went wrong and what to fix")
+    type: str = Field(description="OpenAI's error type, so OpenAI clients read it as their own")
+    param: str | None = Field(None, description="the field at fault, when one is")
+
+
+class ErrorBody(BaseModel):
+    """Every error's body, whatever the route."""
+
+    error: ErrorDetail
+
+
+# Documented on every route (the OpenAPI document), so generated clients know the error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "malformed request (not JSON, bad header)"),
+        (401, "no valid bearer token"),
+        (403, "the token may not do this"),
+        (413, "body over MAX_REQUEST_BYTES"),
+        (422, "a field is missing, unknown or invalid: the message names it"),
+        (429, "a rate limit or budget is reached (Retry-After)"),
+        (503, "a backend or provider is unavailable (Retry-After)"),
+    )
+}
+# A route that answers Server-Sent Events when asked to stream.
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON, or with `stream: true` Server-Sent Events (`data: {chunk}` lines, then `data: [DONE]`)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
 def error_response(
@@ -191,7 +227,13 @@ def create_app(function: str, *, backends: Iterable[Backend] = ("redis", "postgr
     if on_lambda():  # fail the INIT phase with a message naming the variable, not the first request
         for backend in names:
             get_settings().url_for(backend)
-    app = FastAPI(title=f"agent-patterns {function}", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=f"agent-patterns {function}",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        responses=ERROR_RESPONSES,
+    )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestContextMiddleware)
