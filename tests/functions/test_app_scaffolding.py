@@ -16,7 +16,7 @@ from agent_patterns import errors
 from agent_patterns.tenancy import issue_token
 from agent_patterns.web import CurrentTenant, create_app
 from agent_patterns_dev.gateway import load_function
-from tests.conftest import SHARED
+from tests.conftest import SHARED, bearer, function_client
 
 
 class Body(BaseModel):
@@ -119,6 +119,15 @@ async def test_unknown_route_and_method_use_the_error_shape(client: httpx.AsyncC
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     wrong = await client.delete("/boom")
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_wrong_method_names_every_method_the_path_serves() -> None:
+    """Starlette's 405 names only the first matching route's methods; /v1/documents is served
+    by two routes (GET lists, POST ingests), and the answer must name both."""
+    async with function_client("search") as api:
+        wrong = await api.request("PATCH", "/v1/documents", headers=bearer("acme"))
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, POST" and "GET, POST" in wrong.json()["error"]["message"]
 
 
 async def test_unhandled_errors_are_500_without_internals_and_with_the_request_id(client: httpx.AsyncClient) -> None:

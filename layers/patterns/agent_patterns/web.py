@@ -52,6 +52,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "malformed request (not JSON, bad header)"),
         (401, "no valid bearer token"),
         (403, "the token may not do this"),
+        (404, "no such resource for this tenant"),
         (413, "body over MAX_REQUEST_BYTES"),
         (422, "a field is missing, unknown or invalid: the message names it"),
         (429, "a rate limit or budget is reached (Retry-After)"),
@@ -62,7 +63,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON, or with `stream: true` Server-Sent Events (`data: {chunk}` lines, then `data: [DONE]`)",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {}},
     }
 }
 
@@ -98,14 +99,32 @@ def install_error_handlers(app: FastAPI) -> None:
         param = ".".join(str(p) for p in first if p != "body") or None
         return error_response(422, "invalid_input", _validation_message(exc), param=param)
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        message = str(exc.detail)
+        if exc.status_code == 405:  # Starlette names the first route's methods only: name them all
+            allowed = _allowed_methods(app, request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here: use {', '.join(allowed)}"
+        return error_response(exc.status_code, code, message, headers)
 
     app.add_exception_handler(AgentPatternsError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at this path."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 class BodyLimitMiddleware:
