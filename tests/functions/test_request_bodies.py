@@ -29,7 +29,9 @@ REFUSED: list[tuple[str, str, str, dict[str, Any], str]] = [
     ("crawl", "POST", "/v1/crawls", {"url": "https://example.com/", "max_page": 5}, "max_page"),
     ("crawl", "POST", "/v1/crawls", {"url": "https://example.com/", "max_pages": "5"}, "max_pages"),
     ("crawl", "POST", "/v1/crawls", {"url": "https://example.com/", "respect_robot": False}, "respect_robot"),
-    ("crawl", "PUT", "/v1/webhooks", {"url": ["https://example.com/hook"]}, "url"),
+    ("crawl", "PUT", "/v1/webhooks", {"urls": [], "url": ["https://example.com/hook"]}, "url"),
+    ("search", "POST", "/v1/search", {"query": "sea", "tenant_id": "globex"}, "tenant_id"),
+    ("crawl", "PUT", "/v1/webhooks", {"urls": ["http://127.0.0.1/hook"]}, "urls.0"),  # raised by our own check
 ]
 
 
@@ -42,6 +44,7 @@ async def test_an_unknown_field_or_a_wrongly_typed_value_is_a_422_naming_it(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_input" and named in error["message"], error
+    assert error["param"] == (named if named != "/v1/chat/completions" else "stream"), error  # OpenAI's `param`
     assert stub.calls["openai"] == stub.calls["anthropic"] == 0  # refused before any provider call
 
 

@@ -8,6 +8,7 @@ a correlation id in every log line and response, `/healthz` with each backend's 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -81,9 +82,19 @@ def error_response(
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(msg if not loc and field_named(msg) else f"{loc or 'body'}: {msg}")
     return "; ".join(parts) or "invalid request"
+
+
+_FIELD = re.compile(r"([A-Za-z_]\w*(?:\.\w+)*): ")
+
+
+def field_named(message: str) -> str | None:
+    """The field a message starts by naming (`urls.0: ...`), for the error's `param`."""
+    found = _FIELD.match(message)
+    return found.group(1) if found else None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -91,13 +102,15 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, AgentPatternsError)
         if exc.status_code >= 500:
             logger.warning("request failed", extra={"error_code": exc.code, "error": exc.message})
-        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+        param = field_named(exc.message) if exc.status_code == 422 else None
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers, param=param)
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
-        param = ".".join(str(p) for p in first if p != "body") or None
-        return error_response(422, "invalid_input", _validation_message(exc), param=param)
+        message = _validation_message(exc)
+        param = ".".join(str(p) for p in first if p != "body") or field_named(message)
+        return error_response(422, "invalid_input", message, param=param)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
