@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +221,19 @@ async def function_client(name: str) -> AsyncIterator[Any]:
     transport = httpx.ASGITransport(app=load_function(name).app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
         yield client
+
+
+@contextmanager
+def captured_crawl_jobs(settings_env: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Crawl job messages captured in a list instead of sent to a queue (or run)."""
+    from agent_patterns.backends.sqs import set_local_consumer
+    from agent_patterns.config import reset_settings
+
+    settings_env.delenv("CRAWL_QUEUE_URL", raising=False)
+    reset_settings()
+    messages: list[dict[str, Any]] = []
+    set_local_consumer(messages.append)
+    try:
+        yield messages
+    finally:
+        set_local_consumer(None)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from agent_patterns.tenancy import issue_token
 from agent_patterns.web import ErrorBody
 from agent_patterns_dev.gateway import load_function
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, captured_crawl_jobs
 
 FUNCTIONS = ("llm", "search", "crawl", "streaming")
 EXAMPLES = settings(
@@ -38,15 +38,8 @@ def gateway() -> Iterator[LiveServer]:
 @pytest.fixture
 def quiet_crawls(settings_env: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """Crawl jobs captured, not run: the fuzzer's URLs are not ours to visit."""
-    from agent_patterns.backends.sqs import set_local_consumer
-    from agent_patterns.config import reset_settings
-
-    settings_env.delenv("CRAWL_QUEUE_URL", raising=False)
-    reset_settings()
-    jobs: list[dict[str, Any]] = []
-    set_local_consumer(jobs.append)
-    yield jobs
-    set_local_consumer(None)
+    with captured_crawl_jobs(settings_env) as jobs:
+        yield jobs
 
 
 def _schema(function: str) -> Any:
