@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -34,9 +35,16 @@ async def test_one_process_follows_many_more_runs_than_it_has_connections(
         await events.publish(run_id, "queued", {})
     streams = [feeds.subscribe(run_id) for run_id in runs]
     consumers = [asyncio.create_task(_collect(s)) for s in streams]
-    await asyncio.sleep(0.2)
-    readers = [t for t in asyncio.all_tasks() if t.get_name() == "run-feeds" and not t.done()]
-    assert len(readers) == 3  # 300 runs, 100 per blocking read
+
+    def readers() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "run-feeds" and not t.done()]
+
+    for _ in range(100):  # every feed first replays its run over the 6 connections: give it time
+        if len(readers()) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # and no more readers come after
+    assert len(readers()) == 3  # 300 runs, 100 per blocking read
     for i in range(5):  # every run gets events while all of them are followed
         await asyncio.gather(*(events.publish(run_id, "running", {"i": i}) for run_id in runs))
     await asyncio.gather(*(events.publish(run_id, "complete", {}) for run_id in runs))
