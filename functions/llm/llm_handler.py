@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field, model_validator
 
 from agent_patterns import snapstart
-from agent_patterns.inputs import RequestBody
+from agent_patterns.inputs import PG_BIGINT_MAX, PG_INTEGER_MAX, RequestBody
 from agent_patterns.llm import call_llm
 from agent_patterns.llm.answer import AnswerRequest
 from agent_patterns.llm.chat import ChatRequest
@@ -41,12 +41,13 @@ class CompleteRequest(RequestBody):
 class LimitsChange(RequestBody):
     """Per-tenant overrides; a field left out is kept, `null` clears it (back to the default)."""
 
-    daily_tokens: int | None = Field(None, ge=0)
+    # Bounded by the ledger's column types (bigint, numeric(20, 9), integer): a larger value is a 422, not a 500.
+    daily_tokens: int | None = Field(None, ge=0, le=PG_BIGINT_MAX)
     daily_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9, strict=False)  # a JSON number
-    monthly_tokens: int | None = Field(None, ge=0)
+    monthly_tokens: int | None = Field(None, ge=0, le=PG_BIGINT_MAX)
     monthly_usd: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=9, strict=False)
-    requests_per_minute: int | None = Field(None, ge=0)
-    tokens_per_minute: int | None = Field(None, ge=0)
+    requests_per_minute: int | None = Field(None, ge=0, le=PG_INTEGER_MAX)
+    tokens_per_minute: int | None = Field(None, ge=0, le=PG_INTEGER_MAX)
 
 
 check_models()

@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from agent_patterns.errors import ValidationError
 
+# The largest values Postgres' integer and bigint columns hold: a field stored in one is bounded
+# by it, so an oversized number is a 422 naming the field rather than a 500 from the INSERT.
+PG_INTEGER_MAX = 2**31 - 1
+PG_BIGINT_MAX = 2**63 - 1
+
 
 class RequestBody(BaseModel):
     """A JSON request body. An unknown field is a 422 naming it: a typo (`max_token`) must not

@@ -50,11 +50,12 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
-        (400, "malformed request (not JSON, bad header)"),
+        (400, "malformed request (the body is not valid JSON: the message says where; a bad header)"),
         (401, "no valid bearer token"),
         (403, "the token may not do this"),
         (404, "no such resource for this tenant"),
         (413, "body over MAX_REQUEST_BYTES"),
+        (415, "a body sent without content-type: application/json"),
         (422, "a field is missing, unknown or invalid: the message names it"),
         (429, "a rate limit or budget is reached (Retry-After)"),
         (503, "a backend or provider is unavailable (Retry-After)"),
@@ -79,16 +80,77 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
+_TYPE_NAMES = frozenset({"str", "bool", "int", "float", "list", "dict", "none", "bytes", "decimal"})
+
+
+def _is_union_member(part: Any) -> bool:
+    """A location step pydantic adds to name a union's alternative (`bool`, `constrained-str`,
+    `list[tagged-union[TextPart,ImagePart]]`, `TextPart`), not a field the caller wrote: our
+    fields are snake_case words."""
+    return isinstance(part, str) and (part in _TYPE_NAMES or part[:1].isupper() or not part.isidentifier())
+
+
+def _field_errors(exc: RequestValidationError) -> list[tuple[str, str]]:
+    """(field path, reason) per error, as the caller wrote the body: union alternatives are
+    folded into one reason at the field, and an alternative whose type did not match at all
+    is dropped when another got further (a list given for `str | list[Part]` is about the list)."""
+    found: list[tuple[str, str, bool, bool]] = []  # path, reason, type mismatch, inside a union
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(msg if not loc and field_named(msg) else f"{loc or 'body'}: {msg}")
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        steps = [str(p) for p in loc if not _is_union_member(p)]
+        in_union = len(steps) != len(loc)
+        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if not steps and err.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+            reason = f"must be a JSON object, not {_json_kind(err.get('input'))}"
+        elif err.get("type") == "union_tag_invalid" and (ctx := err.get("ctx")):  # name the tag's field
+            steps.append(str(ctx["discriminator"]).strip("'"))
+            reason = f"{ctx['tag']!r} is not one of {ctx['expected_tags']}"
+        mismatch = str(err.get("type", "")).endswith("_type")
+        found.append((".".join(steps), reason, mismatch, in_union))
+    kept = [
+        (path, reason)
+        for path, reason, mismatch, in_union in found
+        if not (
+            in_union
+            and mismatch
+            and any(o != path or not om for o, _, om, ou in found if ou and (o + ".").startswith(path + "."))
+        )
+    ]
+    merged: dict[str, list[str]] = {}
+    for path, reason in kept:
+        merged.setdefault(path, []).append(reason)
+    return [(path, " or ".join(_alternatives(reasons))) for path, reasons in merged.items()]
+
+
+def _json_kind(value: Any) -> str:
+    kinds = ((list, "an array"), (str, "a string"), (bool, "a boolean"), (int | float, "a number"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null" if value is None else "that")
+
+
+def _alternatives(reasons: list[str]) -> list[str]:
+    """`Input should be a valid boolean or a valid string`, not the phrase twice."""
+    lead = "Input should be "
+    return [r.removeprefix(lead) if n and r.startswith(lead) else r for n, r in enumerate(dict.fromkeys(reasons))]
+
+
+def _validation_message(fields: list[tuple[str, str]]) -> str:
+    parts = [reason if not path and field_named(reason) else f"{path or 'body'}: {reason}" for path, reason in fields]
     return "; ".join(parts) or "invalid request"
 
 
 _FIELD = re.compile(r"([A-Za-z_]\w*(?:\.\w+)*): ")
+
+
+def _json_error(exc: RequestValidationError) -> str:
+    """Where the JSON broke, as line and column, with the parser's reason."""
+    err = next(e for e in exc.errors() if e.get("type") == "json_invalid")
+    doc, pos = exc.body if isinstance(exc.body, str) else "", err["loc"][-1]
+    reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+    if not isinstance(pos, int):
+        return f"the body is not valid JSON: {reason}"
+    line = doc.count("\n", 0, pos) + 1
+    column = pos - (doc.rfind("\n", 0, pos) + 1) + 1
+    return f"the body is not valid JSON: {reason} at line {line}, column {column}"
 
 
 def field_named(message: str) -> str | None:
@@ -105,12 +167,23 @@ def install_error_handlers(app: FastAPI) -> None:
         param = field_named(exc.message) if exc.status_code == 422 else None
         return error_response(exc.status_code, exc.code, exc.message, exc.headers, param=param)
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
-        message = _validation_message(exc)
-        param = ".".join(str(p) for p in first if p != "body") or field_named(message)
-        return error_response(422, "invalid_input", message, param=param)
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, HTTP_ERROR_CODES[400], _json_error(exc))
+        if any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes) for e in errors):
+            # FastAPI reads a body as JSON only when its content-type says so (curl -d sends a form type)
+            sent = request.headers.get("content-type") or "none"
+            return error_response(
+                415,
+                HTTP_ERROR_CODES[415],
+                f"the body must be JSON sent with content-type: application/json (content-type was {sent})",
+            )
+        fields = _field_errors(exc)
+        message = _validation_message(fields)
+        param = (fields[0][0] if fields else "") or field_named(message)
+        return error_response(422, "invalid_input", message, param=None if param == "body" else param)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

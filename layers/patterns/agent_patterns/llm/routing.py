@@ -52,7 +52,7 @@ def route_for(agent_type: str, model: str | None) -> Route:
     routes, agents = _tables(settings.llm_models, settings.llm_agent_models)
     alias = model or agents.get(agent_type, "default")
     if alias not in routes:
-        raise ValidationError(f"unknown model {alias!r}: use one of {', '.join(sorted(routes))}")
+        raise ValidationError(f"model: unknown model {alias!r}; use one of {', '.join(sorted(routes))}")
     return routes[alias]
 
 
@@ -75,7 +75,7 @@ def route_for_model(model: str, agent_type: str = "default") -> Route:
         anthropic = model.startswith("claude")
         return Route(model, None if anthropic else model, model if anthropic else None)
     raise ValidationError(
-        f"unknown model {model!r}: use an alias ({', '.join(sorted(routes))}) or a priced model "
+        f"model: unknown model {model!r}; use an alias ({', '.join(sorted(routes))}) or a priced model "
         f"({', '.join(sorted(PRICES))}); GET /v1/models lists them"
     )
 

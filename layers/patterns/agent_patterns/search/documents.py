@@ -60,18 +60,18 @@ def _validate_documents(documents: list[DocumentInput]) -> None:
             f"at most {settings.search_max_documents} documents per request; "
             f"got {len(documents)} (SEARCH_MAX_DOCUMENTS)"
         )
+    first_at: dict[str, int] = {}
     for n, doc in enumerate(documents):
         if doc.id is not None:
             check_text(doc.id, f"documents.{n}.id")
+            if (m := first_at.setdefault(doc.id, n)) != n:  # stored once, so which text would win is unclear
+                raise ValidationError(f"documents.{n}.id: {doc.id!r} is also documents.{m}.id; send each document once")
         _metadata(doc.metadata, f"documents.{n}.metadata")
         if doc.chunks:
             for i, (text, emb) in enumerate(doc.chunks):
                 if not check_text(text, f"documents.{n}.chunks.{i}.text").strip():
                     raise ValidationError(f"documents.{n}.chunks.{i}.text: must not be empty")
-                try:
-                    check_embedding(emb)
-                except ValidationError as exc:
-                    raise ValidationError(f"documents.{n}.chunks.{i}.embedding: {exc.message}") from exc
+                check_embedding(emb, f"documents.{n}.chunks.{i}.embedding")
         elif doc.text is None or not check_text(doc.text, f"documents.{n}.text").strip():
             raise ValidationError(f"documents.{n}.text: must not be empty")
         length = len(doc.text or "") + sum(len(t) for t, _ in doc.chunks or [])
@@ -150,7 +150,7 @@ async def search(
         async with connection() as db:
             await create_tenant_schema(db, t.schema)
             return await keyword_search(db, t.schema, query or "", limit, metadata_filter=metadata_filter)
-    embedding = check_embedding(vector) if vector is not None else (await embed(tenant_id, [query or ""]))[0]
+    embedding = check_embedding(vector, "vector") if vector is not None else (await embed(tenant_id, [query or ""]))[0]
     async with connection() as db:
         await create_tenant_schema(db, t.schema)
         if mode == "hybrid":

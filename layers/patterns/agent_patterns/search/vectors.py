@@ -64,28 +64,30 @@ class VectorMatch(ChunkMatch):
 LARGEST = {"vector": 3.4028234663852886e38, "halfvec": 65504.0}
 
 
-def check_embedding(embedding: Sequence[float]) -> list[float]:
+def check_embedding(embedding: Sequence[float], field: str = "embedding") -> list[float]:
     """The vector as floats; a 422 (before any SQL) for a wrong length, NaN, infinity, a
     component float32 cannot hold, or an all-zero vector (it has no direction, so its cosine
     similarity is undefined)."""
     dim = search_settings().embedding_dimensions
     values = list(map(float, embedding))
     if len(values) != dim:
-        raise ValidationError(f"embedding has {len(values)} dimensions, expected {dim}")
+        raise ValidationError(f"{field}: has {len(values)} dimensions, expected {dim}")
     # C-level passes: NaN and +/-inf (even both signs together) make the sum non-finite.
     if not math.isfinite(sum(values)):
-        raise ValidationError("embedding contains NaN or infinity (or values too large to sum)")
+        raise ValidationError(f"{field}: contains NaN or infinity (or values too large to sum)")
     largest = max(map(abs, values), default=0.0)
     if largest == 0.0:
-        raise ValidationError("embedding is all zeros: it has no direction, so no similarity can be computed")
-    return _in_column(values, "vector", largest)
+        raise ValidationError(f"{field}: all zeros, so it has no direction and no similarity can be computed")
+    return _in_column(values, "vector", largest, field)
 
 
-def _in_column(values: list[float], storage: str, largest: float | None = None) -> list[float]:
+def _in_column(
+    values: list[float], storage: str, largest: float | None = None, field: str = "embedding"
+) -> list[float]:
     """`values` if the tenant's column type holds every component (halfvec: up to 65504)."""
     largest = max(map(abs, values), default=0.0) if largest is None else largest
     if largest > LARGEST[storage]:
-        raise ValidationError(f"embedding has a component of magnitude {largest:g}, beyond what {storage} holds")
+        raise ValidationError(f"{field}: has a component of magnitude {largest:g}, beyond what {storage} holds")
     return values
 
 
