@@ -93,6 +93,16 @@ async def test_the_sitemap_seeds_pages_no_link_reaches_within_scope(site: Site) 
     assert "orphan" not in crawled(without) and "sitemap" not in without.crawl_data
 
 
+async def test_a_sitemap_that_is_not_there_is_recorded_with_the_url_looked_for(site: Site) -> None:
+    named = site.base + "/not-a-sitemap.xml"  # robots.txt names it; it answers an HTML page
+    site.robots["text"] = ROBOTS + f"\nSitemap: {named}\n"
+    try:
+        result = await run_crawl(site.config(max_pages=2))
+    finally:
+        site.robots["text"] = ROBOTS
+    assert result.crawl_data["sitemap"] == {"status": "absent", "url": named, "seeded": 0}
+
+
 async def test_opting_out_of_robots_is_recorded(site: Site) -> None:
     site.hits.clear()
     result = await run_crawl(site.config(respect_robots=False, use_sitemap=False))

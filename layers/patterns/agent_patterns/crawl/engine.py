@@ -225,6 +225,7 @@ async def _seed_from_sitemap(
         candidates = named[:SITEMAP_MAX_CHILDREN]
     urls: list[str] = []
     found = None
+    url = candidates[0]  # what was looked for, named in the result whatever the outcome
     try:
         queue = list(candidates)
         fetched = 0
@@ -239,7 +240,7 @@ async def _seed_from_sitemap(
                 found = found or url
                 urls += locs
     except Exception:  # a sitemap that cannot be read never fails the crawl
-        return {"status": "unavailable", "seeded": 0}
+        return {"status": "unavailable", "url": url, "seeded": 0}
     seeded = 0
     for loc in urls:
         if not is_http(loc) or not same_origin(loc, config.url) or _out_of_scope(loc, config, state):
@@ -250,7 +251,7 @@ async def _seed_from_sitemap(
         state.seen[key] = fetch_url(loc)
         state.order.append({"url": fetch_url(loc), "key": key, "depth": 1})
         seeded += 1
-    return {"status": "found" if found else "absent", **({"url": found} if found else {}), "seeded": seeded}
+    return {"status": "found" if found else "absent", "url": found or candidates[0], "seeded": seeded}
 
 
 async def _login(context: BrowserContext, auth: AuthConfig, timeout_ms: float, limit: OriginRateLimit) -> None:
