@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from agent_patterns_dev.settings import dev_settings
@@ -119,12 +120,17 @@ def _ingest(args: argparse.Namespace) -> int:
             except UnicodeDecodeError:
                 print(f"skipped {path}: not UTF-8 text", file=sys.stderr)
                 continue
+            except OSError as exc:  # unreadable (permissions, a device, gone since it was listed)
+                print(f"skipped {path}: {exc.strerror or exc}", file=sys.stderr)
+                continue
             if text.strip():
                 documents.append({"id": str(path), "text": text, "metadata": {"path": str(path), "title": path.stem}})
         if documents:
             try:
                 stored = ingest_documents(args.api, token, documents)["documents"]
             except ApiError as exc:
+                if not done:
+                    raise  # main prints it; nothing was stored
                 print(f"\nagent-patterns ingest: {exc} (after {done} of {len(files)} files)", file=sys.stderr)
                 return 1
             chunks += sum(int(d["chunks"]) for d in stored)
@@ -136,14 +142,10 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from agent_patterns_dev.client import ApiError, resolve_token, search_documents
+    from agent_patterns_dev.client import resolve_token, search_documents
 
     body = {"query": args.query, "limit": args.limit, "mode": args.mode}
-    try:
-        matches = search_documents(args.api, resolve_token(args.token, args.tenant), body)["matches"]
-    except ApiError as exc:
-        print(f"agent-patterns search: {exc}", file=sys.stderr)
-        return 1
+    matches = search_documents(args.api, resolve_token(args.token, args.tenant), body)["matches"]
     if not matches:
         print("no matches")
     for n, m in enumerate(matches, start=1):
@@ -160,16 +162,18 @@ def _ask(args: argparse.Namespace) -> int:
     from agent_patterns_dev.client import ApiError, ask_stream, resolve_token
 
     citations: list[dict[str, object]] = []
+    token = resolve_token(args.token, args.tenant)
+    streamed = False
     try:
-        for chunk in ask_stream(
-            args.api, resolve_token(args.token, args.tenant), {"question": args.question, "k": args.k}
-        ):
+        for chunk in ask_stream(args.api, token, {"question": args.question, "k": args.k}):
             for choice in chunk.get("choices", ()):
                 print((choice.get("delta") or {}).get("content") or "", end="", flush=True)
+                streamed = True
             citations = chunk.get("citations", citations)
-    except ApiError as exc:
-        print(f"\nagent-patterns ask: {exc}", file=sys.stderr)
-        return 1
+    except (ApiError, KeyboardInterrupt):
+        if streamed:
+            print()  # ends the half-printed answer, so main's error line stands on its own
+        raise
     print()
     if citations:
         print("\nSources:")
@@ -181,14 +185,10 @@ def _ask(args: argparse.Namespace) -> int:
 def _usage(args: argparse.Namespace) -> int:
     import json
 
-    from agent_patterns_dev.client import ApiError, get_usage, resolve_token
+    from agent_patterns_dev.client import get_usage, resolve_token
 
     params = {"group_by": args.group_by, **{k: v for k, v in (("from", args.start), ("to", args.end)) if v}}
-    try:
-        data = get_usage(args.api, resolve_token(args.token, args.tenant), params)
-    except ApiError as exc:
-        print(f"agent-patterns usage: {exc}", file=sys.stderr)
-        return 1
+    data = get_usage(args.api, resolve_token(args.token, args.tenant), params)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -226,30 +226,28 @@ def _limit_value(name: str, text: str) -> object:
 def _limits(args: argparse.Namespace) -> int:
     import json
 
-    from agent_patterns_dev.client import ApiError, get_limits, operator_token, set_limits
+    from agent_patterns.tenancy import validate_tenant_id
+    from agent_patterns_dev.client import get_limits, operator_token, set_limits
 
+    validate_tenant_id(args.tenant_id)  # before a request, like every other command's --tenant
     token = operator_token(args.token)
-    try:
-        if args.action == "show":
-            data = get_limits(args.api, token, args.tenant_id)
-        else:
-            changes: dict[str, object] = {}
-            for name in LIMIT_NAMES:
-                value = getattr(args, name)
-                if value is not None:
-                    try:
-                        changes[name] = _limit_value(name, value)
-                    except ValueError:
-                        flag = "--" + name.replace("_", "-")
-                        print(f"agent-patterns limits set: {flag} {value!r} is not a number (or none)", file=sys.stderr)
-                        return 2
-            if not changes:
-                print("agent-patterns limits set: name at least one limit, e.g. --daily-usd 5", file=sys.stderr)
-                return 2
-            data = set_limits(args.api, token, args.tenant_id, changes)
-    except ApiError as exc:
-        print(f"agent-patterns limits: {exc}", file=sys.stderr)
-        return 1
+    if args.action == "show":
+        data = get_limits(args.api, token, args.tenant_id)
+    else:
+        changes: dict[str, object] = {}
+        for name in LIMIT_NAMES:
+            value = getattr(args, name)
+            if value is not None:
+                try:
+                    changes[name] = _limit_value(name, value)
+                except ValueError:
+                    flag = "--" + name.replace("_", "-")
+                    print(f"agent-patterns limits set: {flag} {value!r} is not a number (or none)", file=sys.stderr)
+                    return 2
+        if not changes:
+            print("agent-patterns limits set: name at least one limit, e.g. --daily-usd 5", file=sys.stderr)
+            return 2
+        data = set_limits(args.api, token, args.tenant_id, changes)
     print(json.dumps(data, indent=2))
     return 0
 
@@ -267,29 +265,21 @@ def _api_options(p: argparse.ArgumentParser) -> None:
 def _events(args: argparse.Namespace) -> int:
     import json
 
-    from agent_patterns_dev.client import ApiError, follow_events, resolve_token
+    from agent_patterns_dev.client import follow_events, resolve_token
 
     token = resolve_token(args.token, args.tenant)
-    try:
-        for event in follow_events(args.api, args.run_id, token, after=args.after):
-            if args.json:
-                print(json.dumps({"id": event.id, "type": event.type, "payload": event.payload}), flush=True)
-            else:
-                print(f"{event.id}  {event.type:<8}  {json.dumps(event.payload)}", flush=True)
-    except ApiError as exc:
-        print(f"agent-patterns events: {exc}", file=sys.stderr)
-        return 1
+    for event in follow_events(args.api, args.run_id, token, after=args.after):
+        if args.json:
+            print(json.dumps({"id": event.id, "type": event.type, "payload": event.payload}), flush=True)
+        else:
+            print(f"{event.id}  {event.type:<8}  {json.dumps(event.payload)}", flush=True)
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from agent_patterns_dev.client import ApiError, cancel_crawl, resolve_token
+    from agent_patterns_dev.client import cancel_crawl, resolve_token
 
-    try:
-        result = cancel_crawl(args.api, resolve_token(args.token, args.tenant), args.run_id)
-    except ApiError as exc:
-        print(f"agent-patterns cancel: {exc}", file=sys.stderr)
-        return 1
+    result = cancel_crawl(args.api, resolve_token(args.token, args.tenant), args.run_id)
     print(f"run {result['run_id']} {result['reason']} (status: {result['status']})")
     return 0
 
@@ -305,11 +295,7 @@ def _crawl(args: argparse.Namespace) -> int:
     from agent_patterns_dev.client import ApiError, follow_events, get_crawl, resolve_token, start_crawl
 
     token = resolve_token(args.token, args.tenant)
-    try:
-        started = start_crawl(args.api, token, args.url, args.max_pages)
-    except ApiError as exc:
-        print(f"agent-patterns crawl: {exc}", file=sys.stderr)
-        return 1
+    started = start_crawl(args.api, token, args.url, args.max_pages)
     run_id = started["run_id"]
     print(f"run {run_id} {started['status']}")
     if not args.follow:
@@ -325,9 +311,10 @@ def _crawl(args: argparse.Namespace) -> int:
                 line = f"{_bar(int(p.get('pages_crawled', 0)), int(p.get('max_pages', 0)))}  {p['url']}"
                 print(("\r\033[K" if live else "") + line, end="" if live else "\n", file=sys.stderr, flush=True)
             last = event
-    except ApiError as exc:
-        print(f"\nagent-patterns crawl: {exc}", file=sys.stderr)
-        return 1
+    except (ApiError, KeyboardInterrupt):
+        if live and last is not None:
+            print(file=sys.stderr)  # ends the progress bar, so main's error line stands on its own
+        raise
     if live:
         print(file=sys.stderr)
     if last is None or last.type == "error":
@@ -350,47 +337,62 @@ def _crawl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from agent_patterns.tenancy import issue_operator_token, issue_token
+    from agent_patterns_dev.environment import export_auth_secret
+
+    if args.ttl <= 0:  # jwt would sign it, already expired
+        print(f"agent-patterns token: --ttl must be a positive number of seconds, not {args.ttl}", file=sys.stderr)
+        return 2
+    if args.operator is not None and not args.operator.strip():
+        print("agent-patterns token: --operator needs a name saying who you are, e.g. ops@example.com", file=sys.stderr)
+        return 2
+    export_auth_secret(dev_settings().data_dir)
+    if args.operator is not None:
+        print(issue_operator_token(args.operator.strip(), ttl_seconds=args.ttl))
+    else:
+        print(issue_token(args.tenant, ttl_seconds=args.ttl))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "token": _token,
+    "events": _events,
+    "crawl": _crawl,
+    "cancel": _cancel,
+    "usage": _usage,
+    "ingest": _ingest,
+    "search": _search,
+    "ask": _ask,
+    "limits": _limits,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command; the errors a user can cause end as one line on stderr, never a traceback."""
     args = _parser().parse_args(argv)
     if args.command == "dev":
         from agent_patterns_dev.devserver import serve
 
         return serve(args.host, args.port)
-    if args.command == "token":
-        from agent_patterns.errors import AgentPatternsError
-        from agent_patterns.tenancy import issue_token
-        from agent_patterns_dev.environment import export_auth_secret
+    from agent_patterns.errors import AgentPatternsError, InvalidTenantError
+    from agent_patterns_dev.client import ApiError
 
-        export_auth_secret(dev_settings().data_dir)
-
-        try:
-            if args.operator:
-                from agent_patterns.tenancy import issue_operator_token
-
-                print(issue_operator_token(args.operator, ttl_seconds=args.ttl))
-            else:
-                print(issue_token(args.tenant, ttl_seconds=args.ttl))
-        except AgentPatternsError as exc:
-            print(f"agent-patterns token: {exc.message}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "events":
-        return _events(args)
-    if args.command == "crawl":
-        return _crawl(args)
-    if args.command == "cancel":
-        return _cancel(args)
-    if args.command == "usage":
-        return _usage(args)
-    if args.command == "ingest":
-        return _ingest(args)
-    if args.command == "search":
-        return _search(args)
-    if args.command == "ask":
-        return _ask(args)
-    if args.command == "limits":
-        return _limits(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    name = f"agent-patterns {args.command}"
+    try:
+        return COMMANDS[args.command](args)
+    except InvalidTenantError as exc:  # a usage error, like argparse's own
+        print(f"{name}: {exc.message}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except AgentPatternsError as exc:  # e.g. no AUTH_SECRET to mint a token with
+        print(f"{name}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while following a run or streaming an answer
+        print(file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

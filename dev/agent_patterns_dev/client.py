@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,41 @@ class StreamEvent:
     payload: dict[str, Any]
 
 
+TIMEOUT_S = 30.0
+"""Seconds one plain request may take (ingest allows more); tests shorten it."""
+
+
 class ApiError(Exception):
+    """An error answer of the API, as one line: the CLI prints it as is, never a traceback."""
+
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(f"HTTP {status}: {' '.join(str(message).split())}")
         self.status = status
+
+
+class ApiUnreachableError(ApiError):
+    """No HTTP answer at all (refused, timed out, a malformed URL): most often the dev server is not running."""
+
+    def __init__(self, api: str, reason: str) -> None:
+        Exception.__init__(
+            self, f"cannot reach the API at {api}: {reason}; is the dev server running (`agent-patterns dev`)?"
+        )
+        self.status = 0
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer in time ({type(exc).__name__})"
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+
+
+@contextmanager
+def _reaching(api: str) -> Iterator[None]:
+    """Every call goes through here, so a transport failure is one ApiUnreachableError in every command."""
+    try:
+        yield
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        raise ApiUnreachableError(api, _reason(exc)) from exc
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -38,8 +70,40 @@ def _raise_for(response: httpx.Response) -> None:
     raise ApiError(response.status_code, message)
 
 
+def _json(response: httpx.Response, api: str) -> dict[str, Any]:
+    """The answer's JSON object; anything else means --api names something other than this API."""
+    try:
+        result = response.json()
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        raise ApiError(response.status_code, f"the answer is not a JSON object: is {api} the agent-patterns API?")
+    return result
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _request(
+    method: str, api: str, path: str, token: str | None, *, timeout: float | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """One call of the API and its JSON answer; ApiError for an error answer and for no answer at all."""
+    api = api.rstrip("/")
+    with _reaching(api):
+        response = httpx.request(method, f"{api}{path}", headers=_auth(token), timeout=timeout or TIMEOUT_S, **kwargs)
+    _raise_for(response)
+    return _json(response, api)
+
+
 def resolve_token(token: str | None, tenant: str | None) -> str | None:
-    """An explicit token, AGENT_PATTERNS_TOKEN, or (local server only) a token minted for `tenant`."""
+    """An explicit token, AGENT_PATTERNS_TOKEN, or (local server only) a token minted for `tenant`.
+
+    A tenant given is checked even when a token wins, so a typo is never silently ignored."""
+    from agent_patterns.tenancy import validate_tenant_id
+
+    if tenant is not None:
+        validate_tenant_id(tenant)
     if token:
         return token
     settings = dev_settings()
@@ -64,17 +128,20 @@ def follow_events(
     events_url: str | None = None,
 ) -> Iterator[StreamEvent]:
     """Every event of the run from `after` on, once each; heartbeats are skipped. Ends after a
-    terminal event, or when the server says there is nothing more (204)."""
+    terminal event, or when the server says there is nothing more (204). A stream that drops is
+    resumed, but a server that never answered is reported at once (it is not coming back)."""
     last_id = after
     retry_s = 1.0
     reconnects = 0
+    answered = False
     params = {"token": token} if token else {}
+    url = events_url or f"{api.rstrip('/')}/v1/runs/{run_id}/events"
     with httpx.Client(timeout=httpx.Timeout(10, read=60)) as http:
         while True:
             headers = {"Last-Event-ID": last_id} if last_id else {}
             try:
-                url = events_url or f"{api}/v1/runs/{run_id}/events"
                 with http.stream("GET", url, params=params, headers=headers) as r:
+                    answered = True
                     if r.status_code == 204:
                         return
                     if r.status_code >= 400:
@@ -102,11 +169,14 @@ def follow_events(
                                 if message["type"] in TERMINAL_STATUSES:
                                     return
                         event_id, data = None, None
-            except httpx.TransportError:
-                pass
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
+                if not answered:
+                    raise ApiUnreachableError(events_url or api, _reason(exc)) from exc
             reconnects += 1
             if reconnects > max_reconnects:
-                raise ApiError(0, f"stream of run {run_id} dropped {max_reconnects} times; giving up")
+                raise ApiUnreachableError(
+                    events_url or api, f"the stream of run {run_id} dropped {max_reconnects} times"
+                )
             time.sleep(retry_s)
 
 
@@ -114,51 +184,27 @@ def start_crawl(api: str, token: str | None, url: str, max_pages: int | None) ->
     body: dict[str, Any] = {"url": url}
     if max_pages is not None:
         body["max_pages"] = max_pages
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.post(f"{api}/v1/crawls", json=body, headers=headers, timeout=30)
-    _raise_for(response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _request("POST", api, "/v1/crawls", token, json=body)
 
 
 def get_crawl(api: str, token: str | None, run_id: str) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.get(f"{api}/v1/crawls/{run_id}", headers=headers, timeout=30)
-    _raise_for(response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _request("GET", api, f"/v1/crawls/{run_id}", token)
 
 
 def cancel_crawl(api: str, token: str | None, run_id: str) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.post(f"{api}/v1/crawls/{run_id}/cancel", headers=headers, timeout=30)
-    _raise_for(response)
-    result: dict[str, Any] = response.json()
-    return result
-
-
-def _get(api: str, token: str | None, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.get(f"{api}{path}", headers=headers, params=params, timeout=30)
-    _raise_for(response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _request("POST", api, f"/v1/crawls/{run_id}/cancel", token)
 
 
 def get_usage(api: str, token: str | None, params: dict[str, str]) -> dict[str, Any]:
-    return _get(api, token, "/v1/usage", params)
+    return _request("GET", api, "/v1/usage", token, params=params)
 
 
 def get_limits(api: str, token: str | None, tenant_id: str) -> dict[str, Any]:
-    return _get(api, token, f"/v1/admin/tenants/{tenant_id}/limits")
+    return _request("GET", api, f"/v1/admin/tenants/{tenant_id}/limits", token)
 
 
 def set_limits(api: str, token: str | None, tenant_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.put(f"{api}/v1/admin/tenants/{tenant_id}/limits", headers=headers, json=changes, timeout=30)
-    _raise_for(response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _request("PUT", api, f"/v1/admin/tenants/{tenant_id}/limits", token, json=changes)
 
 
 def operator_token(token: str | None) -> str | None:
@@ -175,29 +221,19 @@ def operator_token(token: str | None) -> str | None:
     return issue_operator_token("local-operator")
 
 
-def _auth(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def ingest_documents(api: str, token: str | None, documents: list[dict[str, Any]]) -> dict[str, Any]:
-    response = httpx.post(f"{api}/v1/documents", json={"documents": documents}, headers=_auth(token), timeout=120)
-    _raise_for(response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _request("POST", api, "/v1/documents", token, json={"documents": documents}, timeout=4 * TIMEOUT_S)
 
 
 def search_documents(api: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(f"{api}/v1/search", json=body, headers=_auth(token), timeout=60)
-    _raise_for(response)
-    result: dict[str, Any] = response.json()
-    return result
+    return _request("POST", api, "/v1/search", token, json=body, timeout=2 * TIMEOUT_S)
 
 
 def ask_stream(api: str, token: str | None, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The chunks of a streamed answer (the OpenAI chunk shape; the last one carries citations)."""
-    import json
-
+    api = api.rstrip("/")
     with (
+        _reaching(api),
         httpx.Client(timeout=httpx.Timeout(10, read=120)) as http,
         http.stream("POST", f"{api}/v1/answer", json={**body, "stream": True}, headers=_auth(token)) as r,
     ):

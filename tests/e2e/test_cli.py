@@ -54,6 +54,33 @@ async def test_events_prints_a_runs_events_as_they_happen_until_it_ends(server: 
     assert [first["id"]] + [e["id"] for e in rest] == [e.id for e in await events.replay(run_id)]
 
 
+async def test_ctrl_c_while_following_a_run_ends_quietly(server: LiveServer) -> None:
+    import signal
+
+    run_id = await events.create_run("acme", "crawl")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent_patterns_dev.cli",
+        "events",
+        run_id,
+        "--api",
+        server.url,
+        "--token",
+        issue_stream_token("acme", run_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=python_subprocess_env(),
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    assert "queued" in (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert err.decode().strip() == ""  # no traceback
+
+
 def test_events_reports_access_errors_clearly(server: LiveServer) -> None:
     out = subprocess.run(
         [
