@@ -12,6 +12,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_patterns_dev.settings import project_root
@@ -57,21 +58,24 @@ def load_function(name: str, entry: str | None = None) -> ModuleType:
     return module
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    raw = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": raw})
+HEALTH_PATHS = ("/healthz", "/")
+HEALTH_METHODS = ("GET", "HEAD")
 
 
 class LocalGateway:
     """An ASGI app that dispatches to the function apps like API Gateway does on AWS.
 
-    `/<function>/healthz` reaches one function's `/healthz`; `/healthz` sums them all up.
+    `/<function>/healthz` reaches one function's `/healthz`; `/healthz` sums them all up. The
+    gateway's own answers (that summary, an unknown route's 404, a 405) go through the layer's
+    `RequestContextMiddleware` and `error_response`, so they carry `x-request-id` and the error
+    shape of every other answer; the functions' answers get theirs from their own apps.
     """
 
     def __init__(self, apps: dict[str, ASGIApp]) -> None:
+        from agent_patterns.web import RequestContextMiddleware
+
         self.apps = apps
+        self._own: ASGIApp = RequestContextMiddleware(self._answer)
 
     def _target(self, path: str) -> tuple[ASGIApp, str] | None:
         exact = next((name for prefix, name in ROUTES if path == prefix), None)
@@ -92,17 +96,33 @@ class LocalGateway:
             await send({"type": "lifespan.shutdown.complete"})
             return
         path = scope.get("path", "/")
-        if scope["type"] == "http" and path in ("/healthz", "/"):
-            await self._health(send)
-            return
-        target = self._target(path)
+        target = None if path in HEALTH_PATHS else self._target(path)
         if target is None:
-            await _send_json(send, 404, {"error": {"code": "not_found", "message": f"no route for {path}"}})
+            if scope["type"] == "http":
+                await self._own(scope, receive, send)
+            else:  # a websocket nothing serves: refuse the handshake
+                await send({"type": "websocket.close", "code": 1000})
             return
         app, inner = target
         await app({**scope, "path": inner, "raw_path": inner.encode()}, receive, send)
 
-    async def _health(self, send: Send) -> None:
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """What the gateway answers itself: the health summary, or an error."""
+        from agent_patterns.errors import HTTP_ERROR_CODES
+        from agent_patterns.web import error_response
+
+        path, method = scope.get("path", "/"), scope.get("method", "GET")
+        if path not in HEALTH_PATHS:
+            response = error_response(404, HTTP_ERROR_CODES[404], f"no route for {path}")
+        elif method not in HEALTH_METHODS:
+            allowed = ", ".join(HEALTH_METHODS)
+            message = f"{method} is not allowed here: use {allowed}"
+            response = error_response(405, HTTP_ERROR_CODES[405], message, {"Allow": allowed})
+        else:
+            response = await self._health()
+        await response(scope, receive, send)
+
+    async def _health(self) -> JSONResponse:
         from agent_patterns.web import backend_health
 
         ok, state = await backend_health(("redis", "postgres"))
@@ -111,7 +131,7 @@ class LocalGateway:
             "backends": state,
             "functions": {name: f"/{name}/healthz" for name in self.apps},
         }
-        await _send_json(send, 200 if ok else 503, body)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
 
 def build_gateway() -> LocalGateway:
