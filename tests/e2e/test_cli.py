@@ -23,25 +23,22 @@ def server() -> Iterator[LiveServer]:
         yield live
 
 
-async def test_events_prints_a_runs_events_as_they_happen_until_it_ends(server: LiveServer) -> None:
-    run_id = await events.create_run("acme", "crawl")
-    token = issue_stream_token("acme", run_id)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent_patterns_dev.cli",
-        "events",
-        run_id,
-        "--api",
-        server.url,
-        "--token",
-        token,
-        "--json",
+async def _follow(server: LiveServer, run_id: str, token: str, *extra: str) -> asyncio.subprocess.Process:
+    """`agent-patterns events RUN_ID` against `server`, as a user runs it."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent_patterns_dev.cli", "events", run_id, "--api", server.url, "--token", token),
+        *extra,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=python_subprocess_env(),
         cwd=ROOT,
     )
+
+
+async def test_events_prints_a_runs_events_as_they_happen_until_it_ends(server: LiveServer) -> None:
+    run_id = await events.create_run("acme", "crawl")
+    token = issue_stream_token("acme", run_id)
+    proc = await _follow(server, run_id, token, "--json")
     assert proc.stdout is not None
     first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
     assert first["type"] == "queued"  # printed before the run has gone any further
@@ -58,21 +55,7 @@ async def test_ctrl_c_while_following_a_run_ends_quietly(server: LiveServer) -> 
     import signal
 
     run_id = await events.create_run("acme", "crawl")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent_patterns_dev.cli",
-        "events",
-        run_id,
-        "--api",
-        server.url,
-        "--token",
-        issue_stream_token("acme", run_id),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=python_subprocess_env(),
-        cwd=ROOT,
-    )
+    proc = await _follow(server, run_id, issue_stream_token("acme", run_id))
     assert proc.stdout is not None
     assert "queued" in (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
     proc.send_signal(signal.SIGINT)

@@ -116,27 +116,29 @@ async def test_a_body_not_sent_as_json_is_a_415_saying_which_content_type_to_sen
     assert (content_type or "none") in error["message"] and error["param"] is None
 
 
+async def _search_with(body: bytes, expect: int) -> dict[str, Any]:
+    """POST `body` as JSON to /v1/search; the error it answers, once its status is `expect`."""
+    headers = {**bearer("b" + uuid.uuid4().hex[:10]), "content-type": "application/json"}
+    async with function_client("search") as api:
+        response = await api.post("/v1/search", content=body, headers=headers)
+    assert response.status_code == expect, response.text
+    error: dict[str, Any] = response.json()["error"]
+    return error
+
+
 @pytest.mark.parametrize(
     ("body", "where"),
     [(b'{"query": "sea",\n "limit": }', "line 2, column 11"), (b'{"query": "sea"', "line 1, column 16")],
 )
 async def test_a_body_that_is_not_json_is_a_400_saying_where_it_broke(body: bytes, where: str) -> None:
-    headers = {**bearer("b" + uuid.uuid4().hex[:10]), "content-type": "application/json"}
-    async with function_client("search") as api:
-        response = await api.post("/v1/search", content=body, headers=headers)
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
+    error = await _search_with(body, expect=400)
     assert error["code"] == "bad_request" and "not valid JSON" in error["message"] and where in error["message"]
     assert error["param"] is None
 
 
 @pytest.mark.parametrize(("body", "kind"), [(b"[1, 2]", "an array"), (b'"sea"', "a string"), (b"null", "null")])
 async def test_a_json_body_that_is_not_an_object_is_a_422_saying_so(body: bytes, kind: str) -> None:
-    headers = {**bearer("b" + uuid.uuid4().hex[:10]), "content-type": "application/json"}
-    async with function_client("search") as api:
-        response = await api.post("/v1/search", content=body, headers=headers)
-    assert response.status_code == 422, response.text
-    error = response.json()["error"]
+    error = await _search_with(body, expect=422)
     assert error["message"] == f"body: must be a JSON object, not {kind}" and error["param"] is None, error
 
 
