@@ -98,7 +98,11 @@ def _files(paths: list[str]) -> list[Path]:
             found.append(path)
         else:
             raise FileNotFoundError(f"no such file or folder: {raw}")
-    return found
+    # once each, though named twice (a file and its folder): one request may not hold an id twice
+    first: dict[Path, Path] = {}
+    for path in found:
+        first.setdefault(path.resolve(), path)
+    return list(first.values())
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -110,7 +114,7 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"agent-patterns ingest: {exc}", file=sys.stderr)
         return 2
     token = resolve_token(args.token, args.tenant)
-    done = chunks = 0
+    done = stored_files = chunks = 0
     for start in range(0, len(files), max(1, args.batch)):
         batch = files[start : start + max(1, args.batch)]
         documents = []
@@ -123,8 +127,10 @@ def _ingest(args: argparse.Namespace) -> int:
             except OSError as exc:  # unreadable (permissions, a device, gone since it was listed)
                 print(f"skipped {path}: {exc.strerror or exc}", file=sys.stderr)
                 continue
-            if text.strip():
-                documents.append({"id": str(path), "text": text, "metadata": {"path": str(path), "title": path.stem}})
+            if not text.strip():
+                print(f"skipped {path}: empty", file=sys.stderr)
+                continue
+            documents.append({"id": str(path), "text": text, "metadata": {"path": str(path), "title": path.stem}})
         if documents:
             try:
                 stored = ingest_documents(args.api, token, documents)["documents"]
@@ -134,10 +140,12 @@ def _ingest(args: argparse.Namespace) -> int:
                 print(f"\nagent-patterns ingest: {exc} (after {done} of {len(files)} files)", file=sys.stderr)
                 return 1
             chunks += sum(int(d["chunks"]) for d in stored)
+            stored_files += len(stored)
         done += len(batch)
-        print(f"\r{_bar(done, len(files))} {done}/{len(files)} files", end="", file=sys.stderr, flush=True)
+        print(f"\r{_bar(done, len(files))} files", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    print(f"{done} files, {chunks} chunks stored")
+    skipped = f" ({done - stored_files} skipped)" if done > stored_files else ""
+    print(f"{stored_files} files, {chunks} chunks stored{skipped}")
     return 0
 
 
