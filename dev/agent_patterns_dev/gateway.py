@@ -109,15 +109,13 @@ class LocalGateway:
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """What the gateway answers itself: the health summary, or an error."""
         from agent_patterns.errors import HTTP_ERROR_CODES
-        from agent_patterns.web import error_response
+        from agent_patterns.web import error_response, method_not_allowed
 
         path, method = scope.get("path", "/"), scope.get("method", "GET")
         if path not in HEALTH_PATHS:
             response = error_response(404, HTTP_ERROR_CODES[404], f"no route for {path}")
         elif method not in HEALTH_METHODS:
-            allowed = ", ".join(HEALTH_METHODS)
-            message = f"{method} is not allowed here: use {allowed}"
-            response = error_response(405, HTTP_ERROR_CODES[405], message, {"Allow": allowed})
+            response = method_not_allowed(method, HEALTH_METHODS)
         else:
             response = await self._health()
         await response(scope, receive, send)

@@ -107,18 +107,15 @@ def _field_errors(exc: RequestValidationError) -> list[tuple[str, str]]:
             reason = f"{ctx['tag']!r} is not one of {ctx['expected_tags']}"
         mismatch = str(err.get("type", "")).endswith("_type")
         found.append((".".join(steps), reason, mismatch, in_union))
-    kept = [
-        (path, reason)
-        for path, reason, mismatch, in_union in found
-        if not (
-            in_union
-            and mismatch
-            and any(o != path or not om for o, _, om, ou in found if ou and (o + ".").startswith(path + "."))
-        )
-    ]
+    further = [(path, mismatch) for path, _, mismatch, in_union in found if in_union]
+
+    def superseded(path: str) -> bool:  # another alternative got inside `path`, or matched its type
+        return any(p != path or not m for p, m in further if (p + ".").startswith(path + "."))
+
     merged: dict[str, list[str]] = {}
-    for path, reason in kept:
-        merged.setdefault(path, []).append(reason)
+    for path, reason, mismatch, in_union in found:
+        if not (in_union and mismatch and superseded(path)):
+            merged.setdefault(path, []).append(reason)
     return [(path, " or ".join(_alternatives(reasons))) for path, reasons in merged.items()]
 
 
@@ -159,6 +156,14 @@ def field_named(message: str) -> str | None:
     return found.group(1) if found else None
 
 
+def method_not_allowed(method: str, allowed: Iterable[str]) -> JSONResponse:
+    """A 405 that names the methods the path serves, in the message and in `Allow`."""
+    methods = ", ".join(allowed)
+    return error_response(
+        405, HTTP_ERROR_CODES[405], f"{method} is not allowed here: use {methods}", {"Allow": methods}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AgentPatternsError)
@@ -182,8 +187,8 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         fields = _field_errors(exc)
         message = _validation_message(fields)
-        param = (fields[0][0] if fields else "") or field_named(message)
-        return error_response(422, "invalid_input", message, param=None if param == "body" else param)
+        path, reason = fields[0] if fields else ("", "")
+        return error_response(422, "invalid_input", message, param=path or field_named(reason))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -191,9 +196,7 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         message = str(exc.detail)
         if exc.status_code == 405:  # Starlette names the first route's methods only: name them all
-            allowed = _allowed_methods(app, request)
-            headers["Allow"] = ", ".join(allowed)
-            message = f"{request.method} is not allowed here: use {', '.join(allowed)}"
+            return method_not_allowed(request.method, _allowed_methods(app, request))
         return error_response(exc.status_code, code, message, headers)
 
     app.add_exception_handler(AgentPatternsError, on_app_error)
